@@ -1,0 +1,5 @@
+import sys
+
+from segdino.cli import main
+
+sys.exit(main())

@@ -1,0 +1,11 @@
+"""The one exception type a user is meant to see.
+
+Anything the user can fix (a wrong flag, a missing file, a checkpoint of another
+architecture) raises `UserError` with a one-line message that names the file or flag and
+says what was expected. The CLI prints it and exits with code 2; the Python API lets it
+propagate like any exception.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one line."""
