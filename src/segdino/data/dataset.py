@@ -1,0 +1,119 @@
+"""Image/mask pairs of one split on disk, the validation hold-out, and the torch Dataset.
+
+A split folder has the reference layout `SPLIT/{IMG_DIR,MASK_DIR}/`, image and mask paired
+by file stem. Every pair is decoded once up front so that a bad dataset fails before training
+starts, with every problem listed in one error.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segdino.data.files import check_pair, list_images, pair_by_stem, raise_problems, read_mask
+from segdino.data.transforms import Augment, image_to_tensor, load_rgb, mask_to_tensor
+from segdino.errors import UserError
+
+Pair = tuple[Path, Path]
+
+
+def _with_ext(paths: list[Path], ext: str | None) -> list[Path]:
+    """The paths whose extension is `ext` (".png" or "png", any case); all if None."""
+    if ext is None:
+        return paths
+    wanted = "." + ext.lower().lstrip(".")
+    return [p for p in paths if p.suffix.lower() == wanted]
+
+
+def _shared_stems(paths: list[Path], flag: str) -> list[str]:
+    """A problem line per stem that several files share (pairing by stem is then ambiguous)."""
+    by_stem: dict[str, list[str]] = defaultdict(list)
+    for p in paths:
+        by_stem[p.stem.lower()].append(p.name)
+    return [
+        f"{paths[0].parent}: {', '.join(names)} share a stem (pick one type with {flag})"
+        for names in by_stem.values()
+        if len(names) > 1
+    ]
+
+
+def find_pairs(
+    split_dir: Path,
+    img_dir_name: str = "image",
+    mask_dir_name: str = "mask",
+    img_ext: str | None = None,
+    mask_ext: str | None = None,
+) -> list[Pair]:
+    """The (image, mask) pairs of `split_dir`, in image-name order, each checked readable.
+
+    Images are the files of `split_dir/img_dir_name` with extension `img_ext` (default: any
+    common image type); each is paired with the file of `split_dir/mask_dir_name` of the same
+    stem (and extension `mask_ext` if given). A missing mask, an unreadable file, an image
+    and mask of different sizes, or two files of one stem: one UserError listing them all.
+    """
+    split_dir = Path(split_dir)
+    img_folder, mask_folder = split_dir / img_dir_name, split_dir / mask_dir_name
+    images = _with_ext(list_images(img_folder), img_ext)
+    if not images:
+        of_type = f" of type {img_ext}" if img_ext else ""
+        raise UserError(f"{img_folder}: no images{of_type} (expected the split's images)")
+    masks = _with_ext(list_images(mask_folder), mask_ext)
+    problems = _shared_stems(images, "--img_ext") + _shared_stems(masks, "--mask_ext")
+    pairs, missing = pair_by_stem(images, masks)
+    problems += missing
+    # Decoding dominates; PIL releases the GIL while decoding, so threads run in parallel.
+    with ThreadPoolExecutor() as pool:
+        problems += [p for p in pool.map(lambda pair: check_pair(*pair), pairs) if p]
+    raise_problems(str(split_dir), problems)
+    return pairs
+
+
+def holdout(
+    pairs: list[Pair], fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Pair], list[Pair]]:
+    """Split `pairs` into (train, val), a seeded `fraction` of them held out for validation.
+
+    The result depends only on the set of pairs and the seed, not on their order. At least
+    one pair is held out (and one kept) when there are two or more. Both lists are sorted.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"validation fraction {fraction}: expected a number between 0 and 1")
+    ordered = sorted(pairs, key=lambda pair: (pair[0].stem, str(pair[0])))
+    n = len(ordered)
+    n_val = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+    held = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    train = [pair for i, pair in enumerate(ordered) if i not in held]
+    val = [pair for i, pair in enumerate(ordered) if i in held]
+    return train, val
+
+
+class SegmentationDataset(Dataset):
+    """(image [3, h, w] float32 normalised, mask [1, h, w] float32 0/1, index) per pair.
+
+    With `augment`, each item draws its augmentation seed from torch's generator, so
+    `torch.manual_seed` makes runs reproducible, in the main process and in DataLoader
+    workers alike (each worker's torch generator is seeded from the base seed).
+    """
+
+    def __init__(self, pairs: list[Pair], size: tuple[int, int], augment: bool = False):
+        self.pairs = list(pairs)
+        self.size = size
+        self.augment = Augment() if augment else None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image_path, mask_path = self.pairs[i]
+        image, mask = load_rgb(image_path), read_mask(mask_path)
+        if image.size != (mask.shape[1], mask.shape[0]):
+            raise UserError(f"{image_path}: image and its mask {mask_path.name} differ in size")
+        if self.augment is not None:
+            rng = np.random.default_rng(torch.randint(2**31, ()).item())
+            image, mask = self.augment(image, mask, rng)
+        return image_to_tensor(image, self.size), mask_to_tensor(mask, self.size), i
