@@ -156,9 +156,14 @@ def test_not_a_checkpoint(tmp_path) -> None:
         load_backbone(other)
 
 
-def test_other_architecture_than_asked() -> None:
-    with pytest.raises(UserError, match="not the vitb16 that was asked for"):
-        load_backbone(FIXTURES / "dinov3" / "tiny_mlp.pth", arch="b")
+def test_other_architecture_than_asked(tmp_path) -> None:
+    torch.save(build_backbone("vits16").state_dict(), tmp_path / "small.pth")
+    with pytest.raises(UserError, match="holds vits16, not the vitb16 that was asked for"):
+        load_backbone(tmp_path / "small.pth", arch="b")
+    # a custom shape must at least be of the asked variant's family
+    assert load_backbone(FIXTURES / "dinov3" / "tiny_mlp.pth", arch="s").n_blocks == 12
+    with pytest.raises(UserError, match="swiglu FFN.*not the vits16 that was asked for"):
+        load_backbone(FIXTURES / "dinov3" / "tiny_swiglu.pth", arch="s")
 
 
 def test_mangled_key_is_named() -> None:

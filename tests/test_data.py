@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from segdino.data.dataset import SegmentationDataset, find_pairs, holdout
+from segdino.data.dataset import SegmentationDataset, find_pairs
+from segdino.data.holdout import holdout
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.data.transforms import (
     IMAGENET_MEAN,

@@ -15,6 +15,10 @@ from segdino.errors import UserError
 
 # name -> (module, one-line help); modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("segdino.train", "train the decoder on a dataset (backbone frozen)"),
+    "test": ("segdino.evaluate", "score a trained model on a dataset split"),
+    "predict": ("segdino.predict", "segment images with a trained model"),
+    "demo": ("segdino.demo", "the whole workflow on generated data, no downloads needed"),
     "prepare": ("segdino.data.prepare", "turn a dataset download into train/val/test folders"),
 }
 
@@ -25,6 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def reference_argv(argv: list[str]) -> list[str]:
+    """The reference scripts' `--snake_case` flags in our `--kebab-case` spelling."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--"):
+            flag, eq, value = arg.partition("=")
+            arg = flag.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,21 @@ def build_backbone(arch: str, device: str | torch.device | None = None) -> DinoV
         return DinoVisionTransformer(config)
 
 
+def check_arch(config: ViTConfig, arch: str, where: str) -> None:
+    """`arch` must name the variant these weights are. Weights of no released shape (a
+    distilled or test model) must at least be of the variant's family: FFN and qkv bias."""
+    wanted = resolve_arch(arch)
+    found = variant_name(config)
+    family = VARIANTS[wanted].config
+    if found == wanted or (
+        found is None and (config.ffn, config.qkv_bias) == (family.ffn, family.qkv_bias)
+    ):
+        return
+    described = found or (f"a custom ViT (dim {config.embed_dim}, depth {config.depth}, "
+                          f"{config.ffn} FFN{'' if config.qkv_bias else ', no qkv bias'})")
+    raise UserError(f"{where}: holds {described}, not the {wanted} that was asked for")
+
+
 def _shape(sd: StateDict, key: str, where: str) -> torch.Size:
     if key not in sd:
         raise UserError(f"{where}: not a DINOv3 backbone (no {key!r} tensor)")
@@ -120,10 +135,8 @@ def load_backbone(
     if num_heads is None and "rope_embed.periods" not in sd:  # else the periods tell
         num_heads = VARIANTS[named].config.num_heads if named else hints.get("num_heads")
     config = infer_config(sd, where, num_heads, hints.get("norm_eps"), hints.get("rope_base"))
-    if wanted is not None and variant_name(config) != wanted:
-        found = variant_name(config) or (
-            f"a custom ViT (dim {config.embed_dim}, depth {config.depth}, {config.ffn})")
-        raise UserError(f"{where}: holds {found}, not the {wanted} that was asked for")
+    if arch is not None:
+        check_arch(config, arch, where)
     sd.setdefault("rope_embed.periods", rope_periods(config.head_dim, config.rope_base))
     with torch.device("meta"):
         model = DinoVisionTransformer(config)

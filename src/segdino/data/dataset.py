@@ -1,4 +1,4 @@
-"""Image/mask pairs of one split on disk, the validation hold-out, and the torch Dataset.
+"""Image/mask pairs of one split on disk, and the torch Dataset that reads them.
 
 A split folder has the reference layout `SPLIT/{IMG_DIR,MASK_DIR}/`, image and mask paired
 by file stem. Every pair is decoded once up front so that a bad dataset fails before training
@@ -16,10 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from segdino.data.files import check_pair, list_images, pair_by_stem, raise_problems, read_mask
+from segdino.data.holdout import Pair
 from segdino.data.transforms import Augment, image_to_tensor, load_rgb, mask_to_tensor
 from segdino.errors import UserError
-
-Pair = tuple[Path, Path]
 
 
 def _with_ext(paths: list[Path], ext: str | None) -> list[Path]:
@@ -71,25 +70,6 @@ def find_pairs(
         problems += [p for p in pool.map(lambda pair: check_pair(*pair), pairs) if p]
     raise_problems(str(split_dir), problems)
     return pairs
-
-
-def holdout(
-    pairs: list[Pair], fraction: float = 0.1, seed: int = 0
-) -> tuple[list[Pair], list[Pair]]:
-    """Split `pairs` into (train, val), a seeded `fraction` of them held out for validation.
-
-    The result depends only on the set of pairs and the seed, not on their order. At least
-    one pair is held out (and one kept) when there are two or more. Both lists are sorted.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise UserError(f"validation fraction {fraction}: expected a number between 0 and 1")
-    ordered = sorted(pairs, key=lambda pair: (pair[0].stem, str(pair[0])))
-    n = len(ordered)
-    n_val = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
-    held = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
-    train = [pair for i, pair in enumerate(ordered) if i not in held]
-    val = [pair for i, pair in enumerate(ordered) if i in held]
-    return train, val
 
 
 class SegmentationDataset(Dataset):

@@ -48,13 +48,14 @@ def pair_by_stem(
 
 
 def binarise_mask(gray: np.ndarray) -> np.ndarray:
-    """Foreground is a value above 127; a 0/1 mask (nothing above 127) is read as 0/1.
+    """Foreground is a value above 127, except in a 0/1 mask (nothing above 1), read as 0/1.
 
-    A threshold, never a dithering conversion: JPEG masks carry compression noise.
+    A threshold, never a dithering conversion: JPEG masks carry compression noise, and an
+    empty JPEG mask with noise up to 7 stays empty.
     """
-    if gray.max(initial=0) > 127:
-        return gray > 127
-    return gray > 0
+    if gray.max(initial=0) == 1:
+        return gray == 1
+    return gray > 127
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""`segdino prepare DATASET SOURCE OUT`: a dataset download to `OUT/{train,val,test}/{image,mask}`.
+
+Each dataset module (`tn3k`, `kvasir_seg`, `isic2017`, `folder`) only decides which pairs go
+to which split; finding them in the download (`source`), checking, writing and recording
+`OUT/split.json` (`output`) is one code path for all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from segdino.data.prepare import folder, isic2017, kvasir_seg, tn3k
+from segdino.data.prepare.output import build
+from segdino.data.prepare.plan import Options
+from segdino.errors import UserError
+
+DATASETS = {"tn3k": tn3k, "kvasir-seg": kvasir_seg, "isic2017": isic2017, "folder": folder}
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def prepare(
+    dataset: str,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    fold: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    masks: str | os.PathLike | None = None,
+    mask_suffix: str = "",
+    skip_bad: bool = False,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Turn the download `source` (folder or zip) of `dataset` into `out`; return split.json.
+
+    `fold` is TN3K's; `val_fraction` and `seed` Kvasir-SEG's and `folder`'s; `test_fraction`,
+    `masks` (the masks folder, paired by file stem plus `mask_suffix`) `folder`'s. With
+    `skip_bad`, problem files are left out and listed instead of raising one UserError.
+    """
+    if dataset not in DATASETS:
+        raise UserError(f"dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    if not 0 <= fold < tn3k.FOLDS:
+        raise UserError(f"--fold {fold}: expected 0 to {tn3k.FOLDS - 1}")
+    for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise UserError(f"{flag} {value}: expected a number from 0 up to (not including) 1")
+    if dataset == "folder" and val_fraction + test_fraction >= 1:
+        raise UserError("--val-fraction plus --test-fraction must be below 1 (train needs some)")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise UserError(f"--workers {workers}: expected 1 or more")
+    masks_dir = Path(masks).resolve() if masks is not None else None
+    options = Options(fold, val_fraction, test_fraction, seed, masks_dir, mask_suffix)
+    module = DATASETS[dataset]
+    # What OUT was made from; a rerun must ask for the same to resume or be a no-op.
+    request = {
+        "dataset": dataset,
+        "source": str(Path(source).resolve()),
+        "options": {
+            name: str(value) if isinstance(value, Path) else value
+            for name in module.OPTIONS
+            for value in [getattr(options, name)]
+        },
+    }
+    return build(request, Path(out), lambda src: module.plan(src, options), skip_bad, workers)
+
+
+# CLI flag -> (prepare() keyword, type, metavar, help). Defaults are None, so that a flag
+# given to a dataset that does not read it is an error rather than silently ignored.
+_FLAGS = {
+    "--fold": ("fold", int, "K", "tn3k: val is fold K of the trainval fold files (default 0)"),
+    "--val-fraction": (
+        "val_fraction",
+        float,
+        "F",
+        "kvasir-seg, folder: share held out for val (default 0.1; kvasir-seg: of train)",
+    ),
+    "--test-fraction": (
+        "test_fraction",
+        float,
+        "F",
+        "folder: share held out for test (default 0.2)",
+    ),
+    "--seed": ("seed", int, "N", "kvasir-seg, folder: seed of the held-out choice (default 0)"),
+    "--masks": ("masks", str, "DIR", "folder: the folder of masks (required for folder)"),
+    "--mask-suffix": (
+        "mask_suffix",
+        str,
+        "SUFFIX",
+        "folder: a mask's stem is the image's plus SUFFIX, e.g. _mask (default none)",
+    ),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dataset", metavar="DATASET", choices=list(DATASETS), help=", ".join(DATASETS)
+    )
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="the download as distributed: a folder or a zip (folder: the images folder)",
+    )
+    parser.add_argument(
+        "out", metavar="OUT", help="output folder: OUT/{train,val,test}/{image,mask}"
+    )
+    for flag, (dest, kind, metavar, help_text) in _FLAGS.items():
+        parser.add_argument(
+            flag, dest=dest, type=kind, metavar=metavar, default=None, help=help_text
+        )
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out files with problems (listed in split.json) instead of stopping",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=None,
+        help=f"parallel workers (default min(4, CPU count), here {default_workers()})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    module = DATASETS[args.dataset]
+    given = {}
+    for flag, (dest, *_) in _FLAGS.items():
+        if getattr(args, dest) is not None:
+            if dest not in module.OPTIONS:
+                raise UserError(f"{flag} does not apply to {args.dataset}")
+            given[dest] = getattr(args, dest)
+    record = prepare(
+        args.dataset,
+        args.source,
+        args.out,
+        skip_bad=args.skip_bad,
+        workers=args.workers,
+        **given,
+    )
+    counts = ", ".join(f"{name} {split['count']}" for name, split in record["splits"].items())
+    print(f"{args.out}: {counts} (ids in {Path(args.out) / 'split.json'})")
+    if record["skipped"]:
+        print(f"{len(record['skipped'])} problem(s) left out, listed in split.json")
+    return 0
