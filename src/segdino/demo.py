@@ -27,9 +27,9 @@ ARCH = "vits16"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="folder for everything it makes")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--size", type=int, default=128, help="input height and width")
-    parser.add_argument("--images", type=int, default=48, help="training images to generate")
+    parser.add_argument("--images", type=int, default=96, help="training images to generate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device")
     parser.add_argument("--force", action="store_true", help="replace an earlier demo's output")
