@@ -4,10 +4,11 @@ from segdino.backbone import DinoVisionTransformer, build_backbone, load_backbon
 from segdino.checkpoint import load_segdino, save_reference, save_segdino
 from segdino.errors import UserError
 from segdino.model import Preprocessing, SegDINO
+from segdino.predict import Predictor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DinoVisionTransformer", "Preprocessing", "SegDINO", "UserError", "build_backbone",
+    "DinoVisionTransformer", "Predictor", "Preprocessing", "SegDINO", "UserError", "build_backbone",
     "load_backbone", "load_segdino", "save_reference", "save_segdino",
 ]
