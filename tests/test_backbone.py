@@ -9,7 +9,7 @@ import torch
 from conftest import FIXTURES, TINY_BACKBONES, tiny_config
 from safetensors.torch import load_file
 
-from segdino.backbone import VARIANTS, build_backbone, load_backbone
+from segdino.backbone import VARIANTS, DinoVisionTransformer, build_backbone, load_backbone
 from segdino.errors import UserError
 
 CASES = ("x_64x64_b2", "x_48x80_b1", "x_72x56_b1")
@@ -34,11 +34,11 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize(("name", "file", "kwargs"), PARAMS, ids=[p[1] for p in PARAMS])
-def test_outputs_match_reference(name: str, file: str, kwargs: dict) -> None:
+def reference_diff(model: DinoVisionTransformer, name: str) -> float:
+    """The largest difference between `model`'s outputs and the reference's for the tiny
+    backbone `name`: intermediate layers, forward_features and RoPE tables."""
     io = load_file(FIXTURES / "dinov3" / f"{name}_io.safetensors")
     layers = tiny_config(name)["intermediate_layers"]
-    model = load_backbone(FIXTURES / "dinov3" / file, **kwargs)
     worst = 0.0
     with torch.no_grad():
         for case in CASES:
@@ -55,7 +55,12 @@ def test_outputs_match_reference(name: str, file: str, kwargs: dict) -> None:
             for key in ("x_norm_clstoken", "x_storage_tokens", "x_norm_patchtokens", "x_prenorm"):
                 worst = max(worst, max_diff(features[key], io[f"{case}.forward_features.{key}"]))
         sin, cos = model.rope_embed(4, 5)
-    worst = max(worst, max_diff(sin, io["rope.4x5.sin"]), max_diff(cos, io["rope.4x5.cos"]))
+    return max(worst, max_diff(sin, io["rope.4x5.sin"]), max_diff(cos, io["rope.4x5.cos"]))
+
+
+@pytest.mark.parametrize(("name", "file", "kwargs"), PARAMS, ids=[p[1] for p in PARAMS])
+def test_outputs_match_reference(name: str, file: str, kwargs: dict) -> None:
+    worst = reference_diff(load_backbone(FIXTURES / "dinov3" / file, **kwargs), name)
     print(f"{file}: max abs difference {worst:.2e}")
     assert worst < TOL
 

@@ -40,7 +40,7 @@ def model(model_256: SegDINO) -> SegDINO:
 
 @pytest.fixture(scope="module")
 def predictor(model: SegDINO) -> Predictor:
-    return Predictor(model, "cpu", batch_size=3)
+    return Predictor(model, "cpu", batch_size=3, precision="fp32")  # "auto" may pick bf16
 
 
 def make_image(h: int, w: int, seed: int) -> np.ndarray:
@@ -89,7 +89,7 @@ def test_model_statistics_and_threshold_are_used(model: SegDINO) -> None:
     other.preprocessing.mean, other.preprocessing.std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
     other.preprocessing.threshold = 0.55
     image = Image.fromarray(make_image(40, 44, 1))
-    mask, prob = Predictor(other, "cpu")(image, return_probabilities=True)
+    mask, prob = Predictor(other, "cpu", precision="fp32")(image, return_probabilities=True)
     np.testing.assert_allclose(prob, hand_pipeline(other, image), atol=1e-6, rtol=0)
     assert np.array_equal(mask, prob > 0.55)
 
@@ -108,7 +108,7 @@ def test_outputs_at_each_images_own_size(predictor: Predictor) -> None:
 def test_list_batching_and_single_calls_agree(predictor: Predictor, model: SegDINO) -> None:
     images = [make_image(h, w, 10 + k) for k, (h, w) in enumerate(SIZES)]
     batched = predictor(images, return_probabilities=True)  # batches of 3, 2
-    one_by_one = Predictor(model, "cpu", batch_size=1)
+    one_by_one = Predictor(model, "cpu", batch_size=1, precision="fp32")
     for image, result in zip(images, batched, strict=True):
         assert_same(one_by_one(image, return_probabilities=True), result)
     for a, b in zip(one_by_one(images, return_probabilities=True), batched, strict=True):
@@ -127,7 +127,7 @@ def test_path_pil_and_array_inputs_agree(predictor: Predictor, tmp_path: Path) -
 
 def test_bf16_runs_close_to_fp32(model: SegDINO) -> None:
     image = make_image(40, 40, 4)
-    _, fp32 = Predictor(model, "cpu")(image, return_probabilities=True)
+    _, fp32 = Predictor(model, "cpu", precision="fp32")(image, return_probabilities=True)
     _, bf16 = Predictor(model, "cpu", precision="bf16")(image, return_probabilities=True)
     assert bf16.dtype == np.float32
     np.testing.assert_allclose(bf16, fp32, atol=0.02)

@@ -2,8 +2,9 @@
 
 Ours is one safetensors file holding the decoder's tensors and, in its header, JSON metadata:
 architecture, layers, classes, preprocessing, and the backbone checkpoint's file name and
-SHA-256. The backbone weights stay in their own file (large, and under Meta's licence) and
-are found beside the checkpoint, at the recorded path, or where the caller says.
+SHA-256 (and Hub repo and commit, for weights from the Hugging Face Hub). The backbone weights
+stay in their own file (large, and under Meta's licence) and are found beside the checkpoint,
+at the recorded path, on the Hub, or where the caller says.
 
 The reference's layout (users' `tn3k.pth`) is one PyTorch state dict with `backbone.*` and
 `head.*` keys, bare or as `{"state_dict": ...}`; both directions of conversion exist.
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from segdino.backbone import DinoVisionTransformer, load_backbone
 from segdino.backbone.formats import StateDict, read_tensors
 from segdino.backbone.variants import variant_name
 from segdino.errors import UserError
+from segdino.hub import WEIGHT_FILES, cache_origin, local_path
 from segdino.model import Preprocessing, SegDINO
 
 FORMAT = "segdino"
@@ -83,28 +85,53 @@ def sha256(path: Path) -> str:
     return _SHA_CACHE[key]
 
 
-def save_segdino(
-    model: SegDINO, path: str | Path, backbone_file: str | Path, extra: dict | None = None
-) -> None:
-    """Write `model` in the project's format (atomically). `backbone_file` is the weights
-    file the backbone came from; its name and SHA-256 are recorded so it can be found and
-    checked when the model is loaded."""
-    backbone_file = Path(backbone_file)
-    meta = {
+def describe_weights(source: str | Path) -> dict:
+    """How our format records backbone weights: the file's name, path and SHA-256, and its
+    Hub repo id and commit when the file is in the Hub cache (so it can be fetched again)."""
+    path = local_path(source, WEIGHT_FILES, local_files_only=True)  # loaded, hence cached
+    file = path / "model.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{source}: no backbone weights file there")
+    # absolute(), not resolve(): a Hub cache file links to a nameless blob
+    info = {"file": file.name, "path": str(file.absolute()), "sha256": sha256(file)}
+    if origin := cache_origin(file):
+        info["hub_id"], info["hub_revision"] = origin
+    return info
+
+
+def metadata(
+    model: SegDINO, backbone_file: str | Path | None = None, extra: dict | None = None
+) -> dict:
+    """What our format records about `model`. `backbone_file` names the weights the backbone
+    came from (a file, folder or Hub repo id); by default those `load_backbone` read."""
+    source = model.backbone.weights_path if backbone_file is None else backbone_file
+    if source is None:
+        raise UserError("the backbone was not loaded from a weights file, folder or Hub repo, "
+                        "so a checkpoint cannot name its weights: load it with load_backbone("
+                        "FILE, FOLDER or HUB_ID), or name the file with backbone_file=")
+    return {
         "format": FORMAT,
         "version": VERSION,
         "backbone": {
             "arch": variant_name(model.backbone.config),
             "config": model.backbone.config.to_dict(),
-            "file": backbone_file.name,
-            "path": str(backbone_file.resolve()),
-            "sha256": sha256(backbone_file),
+            **describe_weights(source),
         },
         "layers": list(model.layers),
         "num_classes": model.num_classes,
         "preprocessing": asdict(model.preprocessing),
         **(extra or {}),
     }
+
+
+def save_segdino(
+    model: SegDINO, path: str | Path, backbone_file: str | Path | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Write `model` in the project's format (atomically). The backbone's weights (by default
+    those it was loaded from) are recorded by name, SHA-256 and Hub id, so they can be found
+    and checked when the model is loaded."""
+    meta = metadata(model, backbone_file, extra)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.head.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={FORMAT: json.dumps(meta)})
@@ -131,20 +158,37 @@ def read_metadata(path: str | Path) -> dict | None:
     return json.loads(meta) if meta else None
 
 
-def find_backbone_file(meta: dict, checkpoint: Path) -> Path:
-    """The backbone weights a checkpoint of ours names: at the recorded path, else by file
-    name beside the checkpoint, in its parent folder, in `$SEGDINO_WEIGHTS`, or here."""
-    info = meta["backbone"]
+def _backbone_candidates(info: dict, checkpoint: Path) -> Iterator[Path]:
+    """Where the recorded backbone file may be, in order; the Hub is asked last, and only
+    when nothing before it matched."""
+    yield Path(info["path"])
     folders = [checkpoint.parent, checkpoint.parent.parent, Path.cwd()]
     if os.environ.get("SEGDINO_WEIGHTS"):
         folders.insert(0, Path(os.environ["SEGDINO_WEIGHTS"]))
-    candidates = [Path(info["path"])] + [folder / info["file"] for folder in folders]
-    for candidate in candidates:
-        if candidate.is_file():
-            if sha256(candidate) != info["sha256"]:
-                raise UserError(f"{candidate}: SHA-256 differs from the backbone {checkpoint} "
-                                "was trained with; pass the right file with --backbone")
-            return candidate
+    yield from (folder / info["file"] for folder in folders)
+    if info.get("hub_id"):
+        try:
+            yield local_path(f"{info['hub_id']}@{info['hub_revision']}", WEIGHT_FILES
+                             ) / info["file"]
+        except UserError as exc:
+            raise UserError(f"{exc}; or pass the backbone weights with --backbone") from None
+
+
+def find_backbone_file(meta: dict, checkpoint: Path) -> Path:
+    """The backbone weights a checkpoint of ours names: at the recorded path, else by file
+    name beside the checkpoint, in its parent folder, in `$SEGDINO_WEIGHTS`, or here, else
+    from the Hub repo and commit it records (through the Hub cache)."""
+    info = meta["backbone"]
+    differs = None
+    for candidate in _backbone_candidates(info, checkpoint):
+        # a folder from save_pretrained holds the decoder as model.safetensors too
+        if candidate.is_file() and candidate.resolve() != checkpoint.resolve():
+            if sha256(candidate) == info["sha256"]:
+                return candidate
+            differs = differs or candidate
+    if differs is not None:
+        raise UserError(f"{differs}: SHA-256 differs from the backbone {checkpoint} "
+                        "was trained with; pass the right file with --backbone")
     raise UserError(f"{checkpoint}: needs the backbone weights {info['file']} "
                     f"(sha256 {info['sha256'][:12]}...); put the file beside the checkpoint, "
                     "set SEGDINO_WEIGHTS to its folder, or pass it with --backbone")
@@ -174,9 +218,7 @@ def load_segdino(
     model = SegDINO(backbone, meta["num_classes"], meta["layers"])
     head = read_tensors(path)
     _load_head(model, head, path)
-    pre = meta["preprocessing"]
-    model.preprocessing = Preprocessing(
-        tuple(pre["input_size"]), tuple(pre["mean"]), tuple(pre["std"]), pre["threshold"])
+    model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     return model
 
 

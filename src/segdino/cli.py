@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("segdino.predict", "segment images with a trained model"),
     "demo": ("segdino.demo", "the whole workflow on generated data, no downloads needed"),
     "prepare": ("segdino.data.prepare", "turn a dataset download into train/val/test folders"),
+    "export": ("segdino.export", "a trained model as one ONNX file, for ONNX Runtime"),
+    "bench": ("segdino.bench", "inference and training speed, engine by engine"),
+    "publish": ("segdino.pretrained", "a run as a Hugging Face model folder with its model "
+                "card; --push uploads it"),
 }
 
 

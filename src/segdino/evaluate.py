@@ -4,6 +4,11 @@ By default each prediction is brought back to its image's own size and scored th
 (`--eval-size native`); `--eval-size input` scores at the network's input size, as the
 reference does. HD95 is the standard one unless `--hd95 reference`. Writes `metrics.csv`
 (a row per image and a MEAN row), `summary.json` and overlays of the worst images.
+
+A model of K >= 2 classes is scored per foreground class (`metrics.class_scores`): the CSV
+has a column per metric and class (`dice_1`, ..., `hd95_2`) and their mean over the classes
+(`dice_mean`, ...), and `summary.json` the means over classes with each class's summary in
+`per_class`.
 """
 
 from __future__ import annotations
@@ -26,31 +31,40 @@ from segdino import metrics
 from segdino.atomic import write_text
 from segdino.backbone.factory import check_arch
 from segdino.data.dataset import Pair, find_pairs
-from segdino.data.files import read_mask
-from segdino.data.transforms import image_to_tensor, load_rgb, mask_to_tensor
+from segdino.data.masks import MaskFormat
+from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.errors import UserError
-from segdino.predict import Predictor, to_size
-from segdino.runtime import PRECISIONS
+from segdino.model import SegDINO
+from segdino.predict import Predictor, add_engine_flags, to_size
 from segdino.visualize import overlay, save_png
 
 EVAL_SIZES = ("native", "input")
+Scores = metrics.ImageScores | list[metrics.ImageScores]  # one image's: binary, or per class
 
 
 class EvalImages(Dataset):
     """(image at the input size, truth mask at the scoring size, index), decoded in workers."""
 
-    def __init__(self, pairs: list[Pair], size: tuple[int, int], eval_size: str) -> None:
+    def __init__(self, pairs: list[Pair], size: tuple[int, int], eval_size: str,
+                 mask_format: MaskFormat) -> None:
         self.pairs, self.size, self.eval_size = pairs, size, eval_size
+        self.mask_format = mask_format
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, np.ndarray, int]:
         image_path, mask_path = self.pairs[i]
-        truth = read_mask(mask_path)
+        truth = self.mask_format.read(mask_path)
         if self.eval_size == "input":
-            truth = mask_to_tensor(truth, self.size)[0].numpy() > 0.5
+            truth = self.mask_format.resize(truth, self.size)
         return image_to_tensor(load_rgb(image_path), self.size), truth, i
+
+
+def truth_format(model: SegDINO) -> MaskFormat:
+    """How the truth masks of `model`'s data are read: binary, or by its classes' settings."""
+    pre = model.preprocessing
+    return MaskFormat(model.num_classes, pre.class_map, pre.ignore_index)
 
 
 def _collate(batch: list) -> tuple[torch.Tensor, list[np.ndarray], list[int]]:
@@ -71,10 +85,13 @@ def evaluate(
 ) -> dict:
     """Score `predictor` on `pairs`; write the report into `out_dir`; return the summary."""
     model = predictor.model
-    size = model.preprocessing.input_size
-    loader = DataLoader(EvalImages(pairs, size, eval_size), batch_size=predictor.batch_size,
-                        num_workers=num_workers, collate_fn=_collate)
-    rows: list[tuple[str, metrics.ImageScores]] = []
+    pre, classes = model.preprocessing, model.num_classes
+    size = pre.input_size
+    mask_format = truth_format(model)
+    loader = DataLoader(EvalImages(pairs, size, eval_size, mask_format),
+                        batch_size=predictor.batch_size, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=predictor.device.type == "cuda")
+    rows: list[tuple[str, Scores]] = []
     started = time.time()
     for images, truths, indices in tqdm(loader, desc="testing", disable=not progress):
         probs = predictor.probabilities(images)
@@ -82,53 +99,107 @@ def evaluate(
             if eval_size == "native":
                 prob = to_size(prob, truth.shape)
             else:
-                prob = prob[0].numpy()
-            pred = prob > model.preprocessing.threshold
-            rows.append((pairs[i][0].name, metrics.score(pred, truth, hd95, spacing)))
+                prob = prob.squeeze(0).numpy()
+            pred = predictor.decide(prob)
+            rows.append((pairs[i][0].name,
+                         metrics.score(pred, truth, hd95, spacing) if classes == 1 else
+                         metrics.class_scores(pred, truth, classes, hd95, spacing)))
     seconds = time.time() - started
+    scores = [s for _, s in rows]
     summary = {
-        **metrics.summarise([s for _, s in rows]),
+        **(metrics.summarise(scores) if classes == 1 else
+           metrics.summarise_classes(scores, classes)),
         "images_per_second": round(len(rows) / seconds, 2),
         "eval_size": eval_size, "hd95_variant": hd95, "spacing": list(spacing),
-        "input_size": list(size), "threshold": model.preprocessing.threshold,
+        "input_size": list(size),
+        **({"threshold": pre.threshold} if classes == 1 else
+           {"num_classes": classes, "class_names": pre.class_names, "class_map": pre.class_map,
+            "ignore_index": pre.ignore_index}),
     }
     write_report(rows, summary, out_dir)
-    draw_worst(predictor, pairs, rows, out_dir / "worst", worst)
+    draw_worst(predictor, pairs, rows, out_dir / "worst", worst, mask_format)
     return summary
 
 
-def write_report(rows: list[tuple[str, metrics.ImageScores]], summary: dict, out_dir: Path
-                 ) -> None:
-    names = list(asdict(rows[0][1]))
+def _mean_scores(scores: Scores) -> metrics.ImageScores:
+    """One image's scores (binary), or their mean over its classes."""
+    return scores if isinstance(scores, metrics.ImageScores) else metrics.mean_scores(scores)
+
+
+def _columns(scores: Scores) -> dict[str, float]:
+    """One image's metrics.csv columns: the metrics (binary), or each metric per foreground
+    class (`dice_1`, ...) and then averaged over the classes (`dice_mean`, ...)."""
+    if isinstance(scores, metrics.ImageScores):
+        return asdict(scores)
+    named = [*((str(c), s) for c, s in enumerate(scores, start=1)),
+             ("mean", metrics.mean_scores(scores))]
+    return {f"{metric}_{label}": v for label, s in named for metric, v in asdict(s).items()}
+
+
+def _summary_scores(summary: dict) -> Scores:
+    """The summary's means in the shape of one image's scores (the MEAN row's source)."""
+    def pick(means: dict) -> metrics.ImageScores:
+        return metrics.ImageScores(**{name: means[name] for name in metrics.METRICS})
+    if "per_class" in summary:
+        return [pick(means) for means in summary["per_class"].values()]
+    return pick(summary)
+
+
+def _json_safe(value):
+    """`value` with every nan or inf float, however nested, as None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path) -> None:
+    table = [(image, _columns(scores)) for image, scores in rows]
+    table.append(("MEAN", _columns(_summary_scores(summary))))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["image", *names])
-    for image, scores in rows:
-        writer.writerow([image, *(f"{v:.6f}" for v in asdict(scores).values())])
-    writer.writerow(["MEAN", *(f"{summary[n]:.6f}" for n in names)])
+    writer.writerow(["image", *table[0][1]])
+    for image, columns in table:
+        writer.writerow([image, *(f"{v:.6f}" for v in columns.values())])
     write_text(out_dir / "metrics.csv", buffer.getvalue())
     # JSON has no nan/inf: an undefined mean is written as null
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-             for k, v in summary.items()}
-    write_text(out_dir / "summary.json", json.dumps(clean, indent=2) + "\n")
+    write_text(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
 
 
-def draw_worst(predictor: Predictor, pairs: list[Pair], rows: list, folder: Path, n: int
-               ) -> None:
-    """Overlays (truth and prediction outlined) of the `n` images with the lowest Dice."""
+def draw_worst(predictor: Predictor, pairs: list[Pair], rows: list, folder: Path, n: int,
+               mask_format: MaskFormat) -> None:
+    """Overlays (truth and prediction outlined) of the `n` images with the lowest Dice (for
+    K classes, the lowest mean over the classes)."""
     by_name = {image.name: (image, mask) for image, mask in pairs}
-    for rank, (name, scores) in enumerate(sorted(rows, key=lambda r: r[1].dice)[:n], start=1):
+    ranked = sorted(rows, key=lambda row: _mean_scores(row[1]).dice)
+    for rank, (name, scores) in enumerate(ranked[:n], start=1):
+        dice = _mean_scores(scores).dice
         image_path, mask_path = by_name[name]
         image = load_rgb(image_path)
         pred = predictor(image)
-        save_png(overlay(np.asarray(image), pred, read_mask(mask_path)),
-                 folder / f"{rank:02d}_dice{scores.dice:.3f}_{Path(name).stem}.png")
+        save_png(overlay(np.asarray(image), pred, mask_format.read(mask_path),
+                         mask_format.num_classes),
+                 folder / f"{rank:02d}_dice{dice:.3f}_{Path(name).stem}.png")
 
 
 def format_summary(summary: dict) -> str:
+    """The summary in words: one line, or for K classes a line for their mean and one per
+    foreground class."""
+    if "per_class" not in summary:
+        return _format_scores(summary)
+    names = summary.get("class_names")
+    lines = [f"mean of {len(summary['per_class'])} foreground classes: "
+             + _format_scores(summary, notes=False)]
+    lines += [f"  class {c}{f' ({names[int(c)]})' if names else ''}: {_format_scores(s)}"
+              for c, s in summary["per_class"].items()]
+    return "\n".join(lines)
+
+
+def _format_scores(summary: dict, notes: bool = True) -> str:
     line = "  ".join(f"{k} {summary[k]:.4f}" for k in ("dice", "iou", "precision", "recall"))
     hd = f"HD95 {summary['hd95']:.2f} px" if math.isfinite(summary["hd95"]) else "HD95 n/a"
-    left_out = summary["hd95_undefined"] + summary["hd95_infinite"]
+    left_out = summary["hd95_undefined"] + summary["hd95_infinite"] if notes else 0
     note = (f" (over {summary['images'] - left_out} images; {summary['hd95_infinite']} with "
             f"one empty mask, {summary['hd95_undefined']} with both empty)" if left_out else "")
     return f"{summary['images']} images: {line}  {hd}{note}"
@@ -153,7 +224,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-dir-name", default="mask")
     parser.add_argument("--img-ext")
     parser.add_argument("--mask-ext")
-    parser.add_argument("--num-classes", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, help="checked against the checkpoint's")
+    parser.add_argument("--class-map", metavar="VALUE:CLASS,...", help="mask pixel values to "
+                        "classes (default: the checkpoint's; see segdino train --class-map)")
+    parser.add_argument("--ignore-index", type=int, metavar="N",
+                        help="a mask value that is no class (default: the checkpoint's)")
     parser.add_argument("--dice-thr", type=float, help="default: the checkpoint's (0.5)")
     parser.add_argument("--save-root", default="runs")
     parser.add_argument("--name", help="report folder under --save-root")
@@ -167,7 +242,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         default=(1.0, 1.0), help="pixel size, for HD95 in millimetres")
     parser.add_argument("--worst", type=int, default=8, help="overlays of the N worst images")
     parser.add_argument("--device")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    add_engine_flags(parser)
     parser.add_argument("--no-progress", action="store_true")
     # The reference's test script shares its training flags; accepted, meaningless here.
     for flag, kind in (("--epochs", int), ("--lr", float), ("--weight-decay", float),
@@ -178,12 +253,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.repo_dir:
         print("note: --repo-dir is not needed: segdino has its own DINOv3 implementation")
-    if args.num_classes != 1:
-        raise UserError(f"--num-classes {args.num_classes}: only binary segmentation (1) "
-                        "is supported so far")
     predictor = Predictor.from_checkpoint(args.ckpt, backbone=args.dino_ckpt,
                                           device=args.device, batch_size=args.batch_size,
-                                          precision=args.precision)
+                                          precision=args.precision, engine=args.engine)
     model = predictor.model
     if args.dino_size:
         check_arch(model.backbone.config, args.dino_size, f"--dino-size: {args.ckpt}")
@@ -191,9 +263,17 @@ def run(args: argparse.Namespace) -> int:
     model.preprocessing.input_size = (args.input_h or h, args.input_w or w)
     if args.dice_thr is not None:
         model.preprocessing.threshold = args.dice_thr
+    if args.num_classes is not None and args.num_classes != model.num_classes:
+        raise UserError(f"--num-classes {args.num_classes}: {args.ckpt} has "
+                        f"{model.num_classes} class(es)")
+    if args.class_map is not None:
+        model.preprocessing.class_map = args.class_map
+    if args.ignore_index is not None:
+        model.preprocessing.ignore_index = args.ignore_index
+    mask_format = truth_format(model)
     split_dir = Path(args.data_dir) / args.dataset / args.split
     pairs = find_pairs(split_dir, args.img_dir_name, args.label_dir_name, args.img_ext,
-                       args.mask_ext)
+                       args.mask_ext, mask_format)
     out_dir = Path(args.save_root) / (args.name or f"test_{args.dataset}_{args.split}")
     summary = evaluate(predictor, pairs, out_dir, args.eval_size, args.hd95,
                        tuple(args.spacing), args.worst, args.num_workers,

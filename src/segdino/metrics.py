@@ -12,6 +12,12 @@ ever yields nan and the means match the reference's:
 - prediction empty, truth not: Dice, IoU and recall ~ 0, precision 1 (no false positive);
 - truth empty, prediction not: Dice, IoU and precision ~ 0, recall 1 (nothing was missed).
 
+A K-class prediction (K >= 2, class-index maps, 0 the background) is scored class by class:
+each foreground class c = 1..K-1 as the binary pair (pred == c, truth == c), with the same
+functions and conventions, then averaged over the classes (`class_scores`, `mean_scores`,
+`summarise_classes`). Truth pixels that hold no class (ignored ones: any value outside
+0..K-1) count in neither mask.
+
 HD95 comes in two variants:
 
 - `hd95` (the default): the field's standard, as MONAI's `compute_hausdorff_distance(...,
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy import ndimage
@@ -199,8 +205,15 @@ def score(
     )
 
 
+METRICS = tuple(f.name for f in fields(ImageScores))
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else math.nan
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    return _mean([v for v in values if math.isfinite(v)])
 
 
 def summarise(scores: Sequence[ImageScores]) -> dict[str, float | int]:
@@ -217,7 +230,69 @@ def summarise(scores: Sequence[ImageScores]) -> dict[str, float | int]:
         "iou": _mean([s.iou for s in scores]),
         "precision": _mean([s.precision for s in scores]),
         "recall": _mean([s.recall for s in scores]),
-        "hd95": _mean([h for h in hd if math.isfinite(h)]),
+        "hd95": _finite_mean(hd),
         "hd95_undefined": sum(math.isnan(h) for h in hd),
         "hd95_infinite": sum(math.isinf(h) for h in hd),
     }
+
+
+# ---- K classes: each foreground class scored as a binary mask -------------------------------
+
+
+def class_pairs(
+    pred: np.ndarray, truth: np.ndarray, num_classes: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(pred == c, truth == c) for each foreground class c = 1..K-1 of two H x W class-index
+    maps; truth pixels holding no class (ignored: outside 0..K-1) count in neither."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.ndim != 2 or pred.shape != truth.shape:
+        raise ValueError(
+            f"expected two H x W class maps of one size, got {pred.shape} and {truth.shape}"
+        )
+    valid = (truth >= 0) & (truth < num_classes)
+    return [((pred == c) & valid, truth == c) for c in range(1, num_classes)]
+
+
+def foreground_mean(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    pred: np.ndarray,
+    truth: np.ndarray,
+    num_classes: int = 1,
+) -> float:
+    """`metric` (e.g. `dice`) of one image: of its masks for one class, else averaged over
+    the foreground classes of its class maps."""
+    if num_classes == 1:
+        return metric(pred, truth)
+    return _mean([metric(p, t) for p, t in class_pairs(pred, truth, num_classes)])
+
+
+def class_scores(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    num_classes: int,
+    hd95: str = "standard",
+    spacing: tuple[float, float] = (1.0, 1.0),
+) -> list[ImageScores]:
+    """`score` of each foreground class 1..K-1 of one image's class maps, in class order."""
+    return [score(p, t, hd95, spacing) for p, t in class_pairs(pred, truth, num_classes)]
+
+
+def mean_scores(scores: Sequence[ImageScores]) -> ImageScores:
+    """Scores averaged over classes; HD95 over its finite values (nan when there are none)."""
+    return ImageScores(**{
+        name: (_finite_mean if name == "hd95" else _mean)([getattr(s, name) for s in scores])
+        for name in METRICS
+    })
+
+
+def summarise_classes(
+    per_image: Sequence[Sequence[ImageScores]], num_classes: int
+) -> dict[str, object]:
+    """`summarise` of each foreground class over the images (`per_class`, keyed "1".."K-1"),
+    and each metric's mean over the classes (HD95: over the classes' finite means)."""
+    per_class = {
+        str(c): summarise([scores[c - 1] for scores in per_image])
+        for c in range(1, num_classes)
+    }
+    means = mean_scores([ImageScores(**{n: s[n] for n in METRICS}) for s in per_class.values()])
+    return {"images": len(per_image), **asdict(means), "per_class": per_class}

@@ -4,6 +4,9 @@ An image goes through the model's own preprocessing (bicubic resize to its input
 normalisation), the model and a sigmoid; the probability map is resized back to the image's
 own size (bilinear, on the probabilities, so the mask's edge is not blocky), then
 thresholded. Masks therefore always have the size of the image they came from.
+
+A model of K >= 2 classes goes the same way with a softmax: the K class probabilities are
+resized, and each pixel takes the most probable class (uint8 class indices, 0 the background).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from tqdm import tqdm
 from segdino.checkpoint import load_segdino
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, load_rgb
+from segdino.engines import ENGINES, make_engine
 from segdino.errors import UserError
 from segdino.model import SegDINO
-from segdino.runtime import PRECISIONS, autocast, pick_device
-from segdino.visualize import overlay, save_png
+from segdino.runtime import INFERENCE_PRECISIONS, pick_device
+from segdino.visualize import colour_mask, overlay, save_png
 
 ImageSource = str | os.PathLike | Image.Image | np.ndarray
 Prediction = np.ndarray | tuple[np.ndarray, np.ndarray]
@@ -44,18 +48,25 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
 
 
 def to_size(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """A (1, h, w) probability map resized to `size` = (H, W): bilinear, as float32."""
+    """A (C, h, w) probability map resized to `size` = (H, W): bilinear, as float32; H x W
+    for one channel (binary), else C x H x W."""
     resized = F.interpolate(prob[None].float(), size=size, mode="bilinear", align_corners=False)
-    return resized[0, 0].cpu().numpy()
+    return resized[0].squeeze(0).cpu().numpy()
 
 
 class Predictor:
-    """Masks from a one-class SegDINO model for images at their own size.
+    """Masks from a SegDINO model for images at their own size.
 
     `predictor(image)` takes a path, a PIL image or an H x W x 3 uint8 array and returns a
     boolean H x W mask (or `(mask, probabilities)` with `return_probabilities=True`); a list
-    of images gives a list of those. Images are run `batch_size` at a time. The model is
-    moved to `device` (default: the best available) and put in eval mode.
+    of images gives a list of those. For a model of K >= 2 classes the mask is H x W uint8
+    class indices and the probabilities K x H x W float32. Images are run `batch_size` at a
+    time. The model is moved to `device` (default: the best available) and put in eval mode.
+
+    `engine` runs the model (see `segdino.engines`): "torch" (eager, the default), "compile"
+    (`torch.compile`) or "onnx" (exported at once, run by ONNX Runtime). `precision` "auto"
+    (the default) is bf16 autocast where the hardware computes bf16 natively, float32
+    elsewhere (`segdino.runtime.resolve_precision`); "fp32" or "bf16" choose.
     """
 
     def __init__(
@@ -63,18 +74,16 @@ class Predictor:
         model: SegDINO,
         device: str | torch.device | None = None,
         batch_size: int = 8,
-        precision: str = "fp32",
+        precision: str = "auto",
+        engine: str = "torch",
     ) -> None:
-        if model.num_classes != 1:
-            raise UserError(f"the model has {model.num_classes} classes; prediction supports "
-                            "one-class (foreground/background) models")
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size}: expected 1 or more")
         self.device = pick_device(None if device is None else str(device))
-        autocast(self.device, precision)  # checks `precision` now, not at the first batch
-        self.precision = precision
         self.batch_size = batch_size
         self.model = model.to(self.device).eval()
+        self.engine = make_engine(self.model, self.device, precision, engine)
+        self.precision = self.engine.precision  # "auto" resolved: "fp32" or "bf16"
 
     @classmethod
     def from_checkpoint(
@@ -83,10 +92,11 @@ class Predictor:
         backbone: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 8,
-        precision: str = "fp32",
+        precision: str = "auto",
+        engine: str = "torch",
     ) -> Predictor:
         """A predictor for a checkpoint in our format or the reference's `.pth` layout."""
-        return cls(load_segdino(path, backbone), device, batch_size, precision)
+        return cls(load_segdino(path, backbone), device, batch_size, precision, engine)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The (3, h, w) network input for an RGB image, by the model's preprocessing."""
@@ -100,20 +110,26 @@ class Predictor:
         return x * scale + shift
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        """Foreground probabilities (B, 1, h, w), float32 on the CPU, for a preprocessed
-        batch (B, 3, h, w)."""
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            logits = self.model(batch.to(self.device))
-        return torch.sigmoid(logits.float()).cpu()
+        """Probabilities, float32 on the CPU, for a preprocessed batch (B, 3, h, w): the
+        foreground's (B, 1, h, w) for one class (sigmoid), else each class's (B, K, h, w)
+        (softmax)."""
+        logits = self.engine(batch)
+        return (torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)).cpu()
+
+    def decide(self, prob: np.ndarray) -> np.ndarray:
+        """The mask for `to_size`'s probabilities: bool H x W, foreground above the threshold
+        (one class), or uint8 H x W, the most probable class (K classes)."""
+        if prob.ndim == 2:
+            return prob > self.model.preprocessing.threshold
+        return prob.argmax(0).astype(np.uint8)
 
     def _predict(self, sources: Sequence[ImageSource], with_prob: bool) -> Iterator[Prediction]:
-        threshold = self.model.preprocessing.threshold
         for chunk in _chunks(sources, self.batch_size):
             images = [load_rgb(source) for source in chunk]
             probs = self.probabilities(torch.stack([self.preprocess(im) for im in images]))
             for image, prob in zip(images, probs, strict=True):
                 full = to_size(prob, (image.height, image.width))
-                mask = full > threshold
+                mask = self.decide(full)
                 yield (mask, full) if with_prob else mask
 
     def __call__(
@@ -156,25 +172,29 @@ def _find_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     return list(found.values()), problems
 
 
-def _output_names(path: Path, probabilities: bool, with_overlay: bool) -> dict[str, str]:
+def _output_names(path: Path, probabilities: bool, with_overlay: bool, color: bool = False
+                  ) -> dict[str, str]:
     """The files written for one image: `mask` `<stem>.png`, and if asked for, `prob`
-    `<stem>_prob.png` and `overlay` `<stem>_overlay.png`."""
+    `<stem>_prob.png`, `overlay` `<stem>_overlay.png` and `color` `<stem>_color.png`."""
     names = {"mask": f"{path.stem}.png"}
     if probabilities:
         names["prob"] = f"{path.stem}_prob.png"
     if with_overlay:
         names["overlay"] = f"{path.stem}_overlay.png"
+    if color:
+        names["color"] = f"{path.stem}_color.png"
     return names
 
 
-def _clashes(paths: list[Path], out: Path, probabilities: bool, with_overlay: bool) -> list[str]:
+def _clashes(paths: list[Path], out: Path, probabilities: bool, with_overlay: bool,
+             color: bool = False) -> list[str]:
     """A problem line per output file that two images would write, or that is an input."""
     inputs = {p.resolve() for p in paths}
     writers: dict[str, list[Path]] = defaultdict(list)  # output name, lower case -> images
     shown: dict[str, str] = {}  # output name, lower case -> as first written
     problems = []
     for p in paths:
-        for name in _output_names(p, probabilities, with_overlay).values():
+        for name in _output_names(p, probabilities, with_overlay, color).values():
             # Lower case: on macOS and Windows a.png and A.png are one file.
             writers[name.lower()].append(p)
             shown.setdefault(name.lower(), name)
@@ -197,25 +217,32 @@ def predict_files(
     probabilities: bool = False,
     overlays: bool = False,
     progress: bool = True,
+    color: bool = False,
 ) -> None:
-    """Write `out/<stem>.png` (a 0/255 mask at the image's size) for each image file, and
-    `<stem>_prob.png` (probabilities x 255) and `<stem>_overlay.png` if asked; batch by
-    batch, so that only one batch of images is in memory. Two images that would write the
-    same file raise a UserError before anything is written."""
+    """Write `out/<stem>.png` (a 0/255 mask at the image's size; for K classes, its class
+    indices 0..K-1) for each image file, and `<stem>_prob.png` (probabilities x 255; for K
+    classes, the chosen class's), `<stem>_overlay.png` and `<stem>_color.png` (the mask in
+    CLASS_COLOURS) if asked; batch by batch, so that only one batch of images is in memory.
+    Two images that would write the same file raise a UserError before anything is written."""
     out, paths = Path(out), [Path(p) for p in paths]
-    _raise(_clashes(paths, out, probabilities, overlays))
+    classes = predictor.model.num_classes
+    _raise(_clashes(paths, out, probabilities, overlays, color))
     with tqdm(total=len(paths), unit="image", desc="predicting",
               disable=None if progress else True) as bar:
         for chunk in _chunks(paths, predictor.batch_size):
             images = [load_rgb(p) for p in chunk]
             results = predictor(images, return_probabilities=True)
             for path, image, (mask, prob) in zip(chunk, images, results, strict=True):
-                names = _output_names(path, probabilities, overlays)
+                names = _output_names(path, probabilities, overlays, color)
                 save_png(mask, out / names["mask"])
                 if "prob" in names:
-                    save_png(np.round(prob * 255).astype(np.uint8), out / names["prob"])
+                    chosen = prob if classes == 1 else prob.max(0)
+                    save_png(np.round(chosen * 255).astype(np.uint8), out / names["prob"])
                 if "overlay" in names:
-                    save_png(overlay(np.asarray(image), pred=mask), out / names["overlay"])
+                    save_png(overlay(np.asarray(image), pred=mask, num_classes=classes),
+                             out / names["overlay"])
+                if "color" in names:
+                    save_png(colour_mask(mask), out / names["color"])
                 bar.update()
 
 
@@ -240,25 +267,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
                         help="image files, folders of images, or glob patterns such as 'x/*.jpg'")
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder: DIR/<stem>.png, a 0/255 mask at the image's size")
+                        help="output folder: DIR/<stem>.png, a 0/255 mask at the image's size "
+                        "(for a K-class model, class indices 0..K-1)")
     parser.add_argument("--backbone", metavar="PATH",
                         help="the backbone weights, if not found beside the checkpoint")
     parser.add_argument("--probabilities", action="store_true",
-                        help="also write DIR/<stem>_prob.png, probabilities scaled to 0-255")
+                        help="also write DIR/<stem>_prob.png, probabilities scaled to 0-255 "
+                        "(for K classes, the chosen class's)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write DIR/<stem>_overlay.png, the mask drawn on the image")
+    parser.add_argument("--color", action="store_true",
+                        help="also write DIR/<stem>_color.png, the mask in a colour per class")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="images per forward pass (default 8)")
     parser.add_argument("--device", metavar="D",
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default) or bf16 mixed precision")
+    add_engine_flags(parser)
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """--precision and --engine, as `segdino predict` and `segdino test` take them."""
+    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
+                        help="auto (default: bf16 where the CPU or GPU computes it natively, "
+                        "else fp32), fp32, or bf16 mixed precision")
+    parser.add_argument("--engine", choices=ENGINES, default="torch",
+                        help="torch (default: eager PyTorch), compile (torch.compile: slow "
+                        "first batch, then faster) or onnx (ONNX Runtime, float32; needs "
+                        "segdino[onnx])")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     paths, problems = _find_inputs(args.inputs)
-    problems += _clashes(paths, out, args.probabilities, args.overlay)
+    problems += _clashes(paths, out, args.probabilities, args.overlay, args.color)
     # Every image is decoded once up front so that all problems show before any work;
     # PIL releases the GIL while decoding, so threads run in parallel.
     with ThreadPoolExecutor() as pool:
@@ -266,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
     _raise(problems)
 
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, args.backbone, args.device, args.batch_size, args.precision)
-    predict_files(predictor, paths, out, args.probabilities, args.overlay)
+        args.checkpoint, args.backbone, args.device, args.batch_size, args.precision,
+        args.engine)
+    predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color)
     print(f"{len(paths)} mask(s) written to {out}")
     return 0

@@ -14,14 +14,18 @@ import csv
 import io
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from segdino import metrics
@@ -31,13 +35,18 @@ from segdino.backbone.formats import torch_load
 from segdino.checkpoint import save_segdino
 from segdino.data.dataset import SegmentationDataset, find_pairs
 from segdino.data.holdout import holdout
+from segdino.data.masks import IGNORE_INDEX, MaskFormat
 from segdino.data.transforms import denormalise
 from segdino.errors import UserError
+from segdino.feature_cache import CACHE_DTYPES, build_cache
+from segdino.hub import parse_repo_id
 from segdino.model import Preprocessing, SegDINO
 from segdino.runtime import autocast, pick_device
 from segdino.visualize import grid, overlay, save_curves, save_png
 
-LOSSES = ("bce", "bce+dice")
+BINARY_LOSSES = ("bce", "bce+dice")  # one class: sigmoid
+CLASS_LOSSES = ("ce", "ce+dice")  # K >= 2 classes: softmax
+LOSSES = BINARY_LOSSES + CLASS_LOSSES
 
 
 @dataclass
@@ -58,10 +67,16 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    loss: str = "bce"
+    loss: str | None = None  # bce for one class, ce for more, when not given
     augment: bool = False
+    cache_features: bool = False  # train the decoder from cached backbone features
+    cache_views: int = 1  # cached views per image: 1 plain, the rest augmented
+    cache_dtype: str = "float16"
     val_fraction: float = 0.1  # held out of train/ when there is no val/
-    num_classes: int = 1
+    num_classes: int = 1  # 1: binary; K >= 2: class-index masks, class 0 the background
+    class_map: str | None = None  # "value:class,..." for K classes (segdino.data.masks)
+    ignore_index: int | None = None  # a mask value that is no class: left out of loss, metrics
+    class_names: list[str] | None = None  # K names, background first
     num_workers: int = 4
     seed: int = 42
     device: str | None = None
@@ -70,18 +85,44 @@ class TrainConfig:
     save_root: str = "runs"
     name: str | None = None
 
+    def __post_init__(self) -> None:
+        # Resolves the loss for the number of classes and checks the class settings, so
+        # that a wrong combination fails before anything runs.
+        self.mask_format()
+        losses = BINARY_LOSSES if self.num_classes == 1 else CLASS_LOSSES
+        self.loss = self.loss or losses[0]
+        if self.loss not in losses:
+            raise UserError(f"--loss {self.loss}: with --num-classes {self.num_classes}, "
+                            f"expected {' or '.join(losses)}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise UserError(f"--class-names: {len(self.class_names)} names for "
+                            f"--num-classes {self.num_classes} (name every class, background "
+                            "first)")
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice per image, averaged."""
-    prob = logits.sigmoid().flatten(1)
-    target = target.flatten(1)
-    overlap = (prob * target).sum(1)
-    return (1 - (2 * overlap + 1) / (prob.sum(1) + target.sum(1) + 1)).mean()
+    def mask_format(self) -> MaskFormat:
+        return MaskFormat(self.num_classes, self.class_map, self.ignore_index)
+
+
+def dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice per image and channel, averaged; both (B, C, H, W)."""
+    prob, target = prob.flatten(2), target.flatten(2)
+    overlap = (prob * target).sum(2)
+    return (1 - (2 * overlap + 1) / (prob.sum(2) + target.sum(2) + 1)).mean()
 
 
 def compute_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    loss = F.binary_cross_entropy_with_logits(logits, target)
-    return loss + dice_loss(logits, target) if kind == "bce+dice" else loss
+    """The loss `kind` of a batch. One class: BCE (+ soft Dice of the sigmoid) against 0/1
+    masks (B, 1, H, W). K classes: cross-entropy (+ soft Dice of the softmax over the
+    foreground classes) against class indices (B, H, W), pixels IGNORE_INDEX left out."""
+    if kind in BINARY_LOSSES:
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        return loss + dice_loss(logits.sigmoid(), target) if kind == "bce+dice" else loss
+    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    if kind == "ce":
+        return loss
+    valid = (target != IGNORE_INDEX).unsqueeze(1)
+    onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).permute(0, 3, 1, 2)
+    return loss + dice_loss((logits.softmax(1) * valid)[:, 1:], (onehot * valid)[:, 1:].float())
 
 
 def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
@@ -92,7 +133,7 @@ def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
         raise UserError(f"{root / 'train'}: no such folder (expected DATA_DIR/DATASET/train/"
                         f"{{{cfg.img_dir_name},{cfg.label_dir_name}}}; see --data-dir, --dataset)")
     find = {"img_dir_name": cfg.img_dir_name, "mask_dir_name": cfg.label_dir_name,
-            "img_ext": cfg.img_ext, "mask_ext": cfg.mask_ext}
+            "img_ext": cfg.img_ext, "mask_ext": cfg.mask_ext, "mask_format": cfg.mask_format()}
     train_pairs = find_pairs(root / "train", **find)
     if (root / "val").is_dir():
         return train_pairs, find_pairs(root / "val", **find), False
@@ -102,33 +143,61 @@ def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
 def build_model(cfg: TrainConfig) -> SegDINO:
     backbone = load_backbone(cfg.dino_ckpt, arch=resolve_arch(cfg.dino_size)
                              if cfg.dino_size else None)
-    if cfg.num_classes != 1:
-        raise UserError(f"--num-classes {cfg.num_classes}: only binary segmentation (1) "
-                        "is supported so far")
     model = SegDINO(backbone, cfg.num_classes)
-    model.preprocessing = Preprocessing(input_size=(cfg.input_h, cfg.input_w),
-                                        threshold=cfg.dice_thr)
+    model.preprocessing = Preprocessing(
+        input_size=(cfg.input_h, cfg.input_w), threshold=cfg.dice_thr, class_map=cfg.class_map,
+        ignore_index=cfg.ignore_index,
+        class_names=tuple(cfg.class_names) if cfg.class_names else None)
     return model
 
 
+def batch_masks(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's predicted and true masks (B, H, W) in NumPy: bool for one class (sigmoid
+    above --dice-thr), else class indices (argmax; ignored truth pixels IGNORE_INDEX)."""
+    if cfg.num_classes == 1:
+        return ((logits.float().sigmoid() > cfg.dice_thr).cpu().numpy()[:, 0],
+                masks.cpu().numpy()[:, 0] > 0.5)
+    return logits.argmax(1).cpu().numpy(), masks.cpu().numpy()
+
+
+def cache_name(split: str, ranks: Ranks) -> str:
+    """Each rank caches its own share, in its own file when on disk."""
+    return split if ranks.world == 1 else f"{split}{ranks.rank}"
+
+
+class TrainingStep(nn.Module):
+    """What one step runs: the whole model on images, or the decoder on cached features."""
+
+    def __init__(self, model: SegDINO, cached: bool, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.model, self.cached, self.size = model, cached, size
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.cached:
+            return self.model.decode(inputs, self.size)
+        return self.model(inputs)
+
+
 @torch.no_grad()
-def validate(model: SegDINO, loader: DataLoader, cfg: TrainConfig, device: torch.device
-             ) -> tuple[dict[str, float], list[np.ndarray]]:
-    """Mean loss, Dice and IoU at the input size, and overlays of the first images."""
-    model.eval()
+def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: TrainConfig,
+             device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Mean loss, Dice and IoU at the input size (for K classes, the mean over the foreground
+    classes), and overlays of the first images (`images` holds them, for when `loader`
+    yields cached features)."""
+    step.model.eval()
     losses, dices, ious, tiles = [], [], [], []
-    for images, masks, _ in loader:
-        images, masks = images.to(device), masks.to(device)
+    for inputs, masks, index in loader:
+        inputs, masks = inputs.to(device), masks.to(device)
         with autocast(device, "bf16" if cfg.amp == "bf16" else "fp32"):
-            logits = model(images)
-        losses.append(compute_loss(logits.float(), masks, cfg.loss).item() * len(images))
-        preds = (logits.float().sigmoid() > cfg.dice_thr).cpu().numpy()[:, 0]
-        truths = masks.cpu().numpy()[:, 0] > 0.5
-        for image, pred, truth in zip(images.cpu(), preds, truths, strict=True):
-            dices.append(metrics.dice(pred, truth))
-            ious.append(metrics.iou(pred, truth))
+            logits = step(inputs)
+        losses.append(compute_loss(logits.float(), masks, cfg.loss).item() * len(inputs))
+        preds, truths = batch_masks(logits, masks, cfg)
+        for i, pred, truth in zip(index.tolist(), preds, truths, strict=True):
+            dices.append(metrics.foreground_mean(metrics.dice, pred, truth, cfg.num_classes))
+            ious.append(metrics.foreground_mean(metrics.iou, pred, truth, cfg.num_classes))
             if len(tiles) < 8:
-                tiles.append(overlay(denormalise(image), pred, truth))
+                tiles.append(overlay(denormalise(images[i][0]), pred, truth, cfg.num_classes))
     n = max(len(dices), 1)
     return {"val_loss": sum(losses) / n, "val_dice": float(np.mean(dices)),
             "val_iou": float(np.mean(ious))}, tiles
@@ -154,29 +223,105 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def batch_dice(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> list[float]:
+    """The Dice of each image of a training batch (for the progress bar); for K classes,
+    the mean over the foreground classes."""
+    return [metrics.foreground_mean(metrics.dice, p, t, cfg.num_classes)
+            for p, t in zip(*batch_masks(logits, masks, cfg), strict=True)]
+
+
+@dataclass
+class Ranks:
+    """This process's place among the training processes (torchrun sets the environment)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(), device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":  # one GPU per process
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return Ranks(dist.get_rank(), world), device
+
+
+def reduce_means(means: dict[str, float], count: int, ranks: Ranks) -> dict[str, float]:
+    """Means over every rank's share, weighted by how many images each rank saw."""
+    if ranks.world == 1:
+        return means
+    keys = sorted(means)
+    totals = torch.tensor([means[k] * count for k in keys] + [count], dtype=torch.float64)
+    dist.all_reduce(totals)
+    return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}
+
+
 def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> Path:
     """Run (or resume) training; returns the run folder."""
+    device = pick_device(cfg.device)
+    ranks, device = init_distributed(device)
+    progress = progress and ranks.main
+    if cfg.batch_size % ranks.world:
+        raise UserError(f"--batch-size {cfg.batch_size}: the global batch must divide evenly "
+                        f"among the {ranks.world} processes")
     name = cfg.name or f"{cfg.dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = resume or Path(cfg.save_root) / name
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir}: run folder exists and is not empty (choose another "
                         f"--name, or continue it with --resume {run_dir})")
-    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)  # the decoder's initial weights
     model = build_model(cfg).to(device)
     train_pairs, val_pairs, held_out = split_pairs(cfg)
+    if ranks.world > 1:
+        dist.barrier()  # every rank has checked the run folder before rank 0 writes to it
     # Everything is checked: only now does the run folder appear.
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
+    if ranks.main and resume is None:
         write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
-    if held_out:
+    if ranks.main and held_out:
         write_text(run_dir / "val_list.txt", "".join(f"{image.name}\n" for image, _ in val_pairs))
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     size = (cfg.input_h, cfg.input_w)
-    train_set = SegmentationDataset(train_pairs, size, augment=cfg.augment)
-    val_loader = DataLoader(SegmentationDataset(val_pairs, size), batch_size=cfg.batch_size,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    pin = device.type == "cuda"
+    if cfg.cache_features:
+        # Each rank caches its own fixed share and shuffles within it.
+        shard = train_pairs[ranks.rank :: ranks.world]
+        source = build_cache(
+            model, SegmentationDataset(shard, size, mask_format=cfg.mask_format()),
+            SegmentationDataset(shard, size, augment=True, mask_format=cfg.mask_format())
+            if cfg.augment else None,
+            cfg.cache_views, cfg.cache_dtype, run_dir, device, cfg.seed + ranks.rank,
+            cfg.batch_size, cfg.num_workers, progress, cache_name("train", ranks), ranks.main)
+        sampler = DistributedSampler(source, num_replicas=1, rank=0, seed=cfg.seed + ranks.rank)
+    else:
+        source = SegmentationDataset(train_pairs, size, augment=cfg.augment,
+                                     mask_format=cfg.mask_format())
+        sampler = DistributedSampler(source, num_replicas=ranks.world, rank=ranks.rank,
+                                     seed=cfg.seed)
+    step_module = TrainingStep(model, cfg.cache_features, size)
+    step = step_module
+    if ranks.world > 1:
+        step = DistributedDataParallel(step_module, broadcast_buffers=False)
+    val_share = val_pairs[ranks.rank :: ranks.world]
+    val_set = SegmentationDataset(val_share, size, mask_format=cfg.mask_format())
+    val_source = val_set
+    if cfg.cache_features:  # validation is never augmented: one view, no backbone afterwards
+        val_source = build_cache(model, val_set, None, 1, cfg.cache_dtype, run_dir, device,
+                                 cfg.seed, cfg.batch_size, cfg.num_workers, progress,
+                                 cache_name("val", ranks), ranks.main)
+    val_loader = DataLoader(val_source, batch_size=cfg.batch_size,
+                            num_workers=0 if cfg.cache_features else cfg.num_workers,
+                            pin_memory=pin)
     history: list[dict] = []
     best, start = -math.inf, 0
     if resume is not None:
@@ -184,39 +329,47 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -
         model.head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         history, best, start = json.loads(state["history"]), state["best"], state["epoch"] + 1
-        print(f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
+        if ranks.main:
+            print(f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
     precision = "bf16" if cfg.amp == "bf16" else "fp32"
+
     for epoch in range(start, cfg.epochs):
         # Shuffling, worker seeds and augmentation draw from RNGs seeded by (seed, epoch):
         # an epoch's randomness does not depend on whether the run was interrupted before it.
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)
+        sampler.set_epoch(epoch)
+        if cfg.cache_features:
+            source.set_epoch(epoch)
+        loader = DataLoader(source, batch_size=cfg.batch_size // ranks.world, sampler=sampler,
+                            num_workers=0 if cfg.cache_features else cfg.num_workers,
+                            pin_memory=pin, generator=torch.Generator().manual_seed(
+                                epoch_seed(cfg.seed, epoch) + ranks.rank))
         model.train()
         started, seen, loss_sum, dice_sum = time.time(), 0, 0.0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not progress)
-        for images, masks, _ in bar:
-            images, masks = images.to(device), masks.to(device)
+        for inputs, masks, _ in bar:
+            inputs, masks = inputs.to(device), masks.to(device)
             with autocast(device, precision):
-                logits = model(images)
+                logits = step(inputs)
             loss = compute_loss(logits.float(), masks, cfg.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                preds = (logits.float().sigmoid() > cfg.dice_thr).cpu().numpy()[:, 0]
-                truths = masks.cpu().numpy()[:, 0] > 0.5
-                batch_dice = [metrics.dice(p, t) for p, t in zip(preds, truths, strict=True)]
-            seen += len(images)
-            loss_sum += loss.item() * len(images)
-            dice_sum += sum(batch_dice)
+                dice_sum += sum(batch_dice(logits, masks, cfg))
+            seen += len(inputs)
+            loss_sum += loss.item() * len(inputs)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", dice=f"{dice_sum / seen:.4f}")
 
-        val, tiles = validate(model, val_loader, cfg, device)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_dice": dice_sum / seen,
-               **val, "seconds": round(time.time() - started, 2)}
+        train_means = reduce_means({"train_loss": loss_sum / seen, "train_dice": dice_sum / seen},
+                                   seen, ranks)
+        val, tiles = validate(step_module, val_loader, val_set, cfg, device)
+        val = reduce_means(val, len(val_share), ranks)
+        if not ranks.main:
+            continue
+        row = {"epoch": epoch + 1, **train_means, **val,
+               "seconds": round(time.time() - started, 2)}
         history.append(row)
         extra = {"epoch": epoch + 1, "dataset": cfg.dataset, "val_dice": val["val_dice"]}
         save_segdino(model, run_dir / "last.safetensors", cfg.dino_ckpt, extra)
@@ -232,6 +385,8 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -
               f"val loss {val['val_loss']:.4f}  val Dice {val['val_dice']:.4f}  "
               f"val IoU {val['val_iou']:.4f}  {row['seconds']:.1f}s" + ("  *best" if improved
                                                                         else ""), flush=True)
+    if ranks.world > 1:
+        dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
     return run_dir
 
 
@@ -244,8 +399,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--data-dir", help="folder holding DATASET/{train,val,test}")
     parser.add_argument("--dataset", help="dataset folder name under --data-dir")
-    parser.add_argument("--dino-ckpt", help="DINOv3 weights: Meta .pth, transformers folder "
-                        "or timm safetensors")
+    parser.add_argument("--dino-ckpt", help="DINOv3 weights: Meta .pth, transformers folder, "
+                        "timm safetensors, or a Hugging Face Hub id (facebook/dinov3-..., "
+                        "timm/vit_..._dinov3...)")
     parser.add_argument("--dino-size", help="s, s+, b, l, l+, h+ or 7b (checked against "
                         "--dino-ckpt; inferred from it when left out)")
     parser.add_argument("--repo-dir", help="accepted for the reference's commands; not needed")
@@ -259,12 +415,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--loss", choices=LOSSES, default=d.loss)
+    parser.add_argument("--loss", choices=LOSSES, help="bce (the default) or bce+dice for one "
+                        "class; ce (the default) or ce+dice for --num-classes 2 or more")
     parser.add_argument("--augment", action="store_true", help="flips, rotation within 15 "
                         "degrees, colour jitter (SegDINO v2); off by default, as in the paper")
+    parser.add_argument("--cache-features", action="store_true", help="run the frozen "
+                        "backbone once per image and train the decoder from its cached features")
+    parser.add_argument("--cache-views", type=int, default=d.cache_views, help="cached views "
+                        "per image: the plain one, and with --augment N-1 augmented ones")
+    parser.add_argument("--cache-dtype", choices=list(CACHE_DTYPES), default=d.cache_dtype)
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
                         help="held out of train/ for validation when there is no val/")
-    parser.add_argument("--num-classes", type=int, default=d.num_classes)
+    parser.add_argument("--num-classes", type=int, default=d.num_classes, help="1 (default): "
+                        "binary masks; K >= 2: masks of class indices 0..K-1, 0 the background")
+    parser.add_argument("--class-map", metavar="VALUE:CLASS,...", help="mask pixel values to "
+                        "classes, e.g. 0:0,128:1,255:2 (default: the values are the classes)")
+    parser.add_argument("--ignore-index", type=int, metavar="N", help="a mask value (K or more) "
+                        "that is no class: left out of the loss and the metrics")
+    parser.add_argument("--class-names", nargs="+", metavar="NAME",
+                        help="the K classes' names, background first (for reports)")
     parser.add_argument("--num-workers", type=int, default=d.num_workers)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best there is)")
@@ -305,9 +474,10 @@ def check_config(cfg: TrainConfig) -> None:
                         ("--input-h", cfg.input_h), ("--input-w", cfg.input_w)):
         if value < 1:
             raise UserError(f"{flag} {value}: expected a positive number")
-    if not Path(cfg.dino_ckpt).exists():
+    if not Path(cfg.dino_ckpt).exists() and parse_repo_id(cfg.dino_ckpt) is None:
         raise UserError(f"--dino-ckpt {cfg.dino_ckpt}: no such file or folder (expected "
-                        "DINOv3 weights, e.g. dinov3_vits16_pretrain_lvd1689m-08c60483.pth)")
+                        "DINOv3 weights, e.g. dinov3_vits16_pretrain_lvd1689m-08c60483.pth, "
+                        "or a Hub id such as facebook/dinov3-vits16-pretrain-lvd1689m)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,12 @@
 Colours: the prediction is magenta (a translucent fill plus an outline), the truth a green
 outline drawn on top, so both stay visible where they overlap. Magenta and green stay apart
 for the common red-green colour blindness. Every file is written atomically.
+
+Class-index maps (K >= 2 classes) use one colour per class, CLASS_COLOURS: black for the
+background (class 0), then the Okabe-Ito colours (told apart with any common colour
+blindness), then the PASCAL VOC palette. In overlays the prediction is a translucent fill in
+its class's colour and the truth an outline in its class's colour; without a truth the
+prediction is outlined too.
 """
 
 from __future__ import annotations
@@ -21,6 +27,21 @@ FILL_ALPHA = 0.35
 OUTLINE_PX = 2
 GAP_PX = 4
 BACKGROUND = 255  # white between grid tiles
+OKABE_ITO = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+             (213, 94, 0), (204, 121, 167))
+
+
+def _voc_colour(index: int) -> tuple[int, int, int]:
+    """Colour `index` of the PASCAL VOC palette: the index's bits spread over R, G and B."""
+    rgb = [0, 0, 0]
+    for shift in range(7, -1, -1):
+        for channel in range(3):
+            rgb[channel] |= ((index >> channel) & 1) << shift
+        index >>= 3
+    return rgb[0], rgb[1], rgb[2]
+
+
+CLASS_COLOURS = np.array([(0, 0, 0), *OKABE_ITO, *map(_voc_colour, range(8, 256))], np.uint8)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -34,24 +55,52 @@ def _check_mask(mask: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarr
     return mask.astype(bool, copy=False)
 
 
+def _paint(out: np.ndarray, mask: np.ndarray, colour, fill: bool, outline: bool) -> None:
+    """Tint `mask`'s pixels of `out` towards `colour` and/or draw its outline, in place."""
+    if fill:
+        tint = (1 - FILL_ALPHA) * out[mask] + FILL_ALPHA * np.asarray(colour)
+        out[mask] = np.round(tint).astype(np.uint8)
+    if outline:
+        out[_outline(mask)] = colour
+
+
 def overlay(
-    image: np.ndarray, pred: np.ndarray | None = None, truth: np.ndarray | None = None
+    image: np.ndarray,
+    pred: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    num_classes: int = 1,
 ) -> np.ndarray:
     """`image` (H x W x 3 uint8) with the prediction filled and outlined in magenta and the
-    truth outlined in green; `pred` and `truth` are H x W boolean masks, either may be None."""
+    truth outlined in green; `pred` and `truth` are H x W boolean masks, either may be None.
+
+    With `num_classes` >= 2 they are class-index maps, drawn class by class in
+    CLASS_COLOURS: the prediction filled (and outlined when there is no truth), the truth
+    outlined; values that are no class (ignored pixels) are not drawn."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image has shape {image.shape} and dtype {image.dtype}; "
                          "expected H x W x 3 uint8")
     out = image.copy()
-    if pred is not None:
-        pred = _check_mask(pred, image.shape[:2], "prediction")
-        tint = (1 - FILL_ALPHA) * out[pred] + FILL_ALPHA * np.array(PRED_COLOUR)
-        out[pred] = np.round(tint).astype(np.uint8)
-        out[_outline(pred)] = PRED_COLOUR
-    if truth is not None:
-        truth = _check_mask(truth, image.shape[:2], "truth")
-        out[_outline(truth)] = TRUTH_COLOUR
+    layers = []  # (mask, its name, colour, fill, outline), drawn in this order
+    if num_classes == 1:
+        layers += [(pred, "prediction", PRED_COLOUR, True, True),
+                   (truth, "truth", TRUTH_COLOUR, False, True)]
+    else:
+        classes = range(1, num_classes)
+        if pred is not None:
+            layers += [(np.asarray(pred) == c, "prediction", CLASS_COLOURS[c], True,
+                        truth is None) for c in classes]
+        if truth is not None:
+            layers += [(np.asarray(truth) == c, "truth", CLASS_COLOURS[c], False, True)
+                       for c in classes]
+    for mask, name, colour, fill, outline in layers:
+        if mask is not None:
+            _paint(out, _check_mask(mask, image.shape[:2], name), colour, fill, outline)
     return out
+
+
+def colour_mask(labels: np.ndarray) -> np.ndarray:
+    """An H x W class-index map as an H x W x 3 uint8 picture in CLASS_COLOURS."""
+    return CLASS_COLOURS[np.asarray(labels, dtype=np.intp)]
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:

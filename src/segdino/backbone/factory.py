@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from segdino.backbone.formats import StateDict, read_backbone_weights
+from segdino.backbone.formats import StateDict, add_zero_qkv_bias, read_backbone_weights
 from segdino.backbone.rope import rope_periods
 from segdino.backbone.variants import DINO_SIZES, VARIANTS, ViTConfig, variant_name
 from segdino.backbone.vit import DinoVisionTransformer
 from segdino.errors import UserError
+from segdino.hub import WEIGHT_FILES, local_path
 
 
 def resolve_arch(arch: str) -> str:
@@ -125,16 +128,23 @@ def load_backbone(
     """A DINOv3 ViT with weights from `source`, its architecture inferred from them.
 
     `source`: a Meta `.pth` file, a state dict, a `transformers` checkpoint folder
-    (`config.json` + `model.safetensors`) or a timm `_qkvb` safetensors file. `arch`, when
-    given, must agree with the weights; it also supplies the head count that timm files lack.
+    (`config.json` + `model.safetensors`), a timm safetensors file or folder, or a Hugging
+    Face Hub repo id of either folder kind (`facebook/dinov3-vits16-pretrain-lvd1689m`,
+    `timm/vit_small_patch16_dinov3_qkvb.lvd1689m`, optionally `@revision`), read through the
+    Hub cache. `arch`, when given, must agree with the weights; it also supplies the head
+    count that timm files lack.
     """
     where = "state dict" if isinstance(source, Mapping) else str(source)
-    sd, hints = read_backbone_weights(source)
+    path = None if isinstance(source, Mapping) else local_path(source, WEIGHT_FILES)
+    sd, hints = read_backbone_weights(source if path is None else path)
     wanted = resolve_arch(arch) if arch else None
     named = wanted or hints.get("arch")
     if num_heads is None and "rope_embed.periods" not in sd:  # else the periods tell
-        num_heads = VARIANTS[named].config.num_heads if named else hints.get("num_heads")
+        num_heads = hints.get("num_heads") or (VARIANTS[named].config.num_heads if named
+                                               else None)
     config = infer_config(sd, where, num_heads, hints.get("norm_eps"), hints.get("rope_base"))
+    if hints.get("timm_without_qkv_bias"):
+        config = _zero_qkv_bias(sd, config, named)
     if arch is not None:
         check_arch(config, arch, where)
     sd.setdefault("rope_embed.periods", rope_periods(config.head_dim, config.rope_base))
@@ -142,4 +152,24 @@ def load_backbone(
         model = DinoVisionTransformer(config)
     check_state_dict(model, sd, where)
     model.load_state_dict(sd, strict=True, assign=True)
+    model.weights_path = path
     return model.eval()
+
+
+def _zero_qkv_bias(sd: StateDict, config: ViTConfig, named: str | None) -> ViTConfig:
+    """timm's DINOv3 copies without `_qkvb` leave out the q and v biases (timm holds that the
+    released ones are zero). Where the variant has them (all but 7B), load zeros, so the
+    weights are the released architecture; the variant comes from its name, else its shape."""
+    family = named or variant_name(replace(config, qkv_bias=True))
+    if family is None or not VARIANTS[family].config.qkv_bias:
+        return config
+    add_zero_qkv_bias(sd)
+    _note_zero_qkv_bias()
+    return replace(config, qkv_bias=True)
+
+
+@functools.cache  # said once per process
+def _note_zero_qkv_bias() -> None:
+    warnings.warn("timm's DINOv3 weights without `_qkvb` carry no q and v biases: loaded with "
+                  "zero biases (timm holds that those of the released weights are zero)",
+                  UserWarning, stacklevel=4)

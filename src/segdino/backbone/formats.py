@@ -4,7 +4,8 @@
 - Hugging Face `transformers` (`config.json` + `model.safetensors`): separate q/k/v
   projections, `layer_scale*.lambda1`, `up/down/gate_proj`; no RoPE periods, no key bias.
 - timm `*_dinov3_qkvb` (safetensors): `reg_token`, `gamma_*`, separate `q_bias`/`v_bias`,
-  `fc1_g`/`fc1_x`; no RoPE periods, no mask token, no head count.
+  `fc1_g`/`fc1_x`; no RoPE periods, no mask token, no head count. timm's copies without
+  `_qkvb` have no q and v biases at all.
 
 Each reader returns the state dict in Meta's layout and the hyper-parameters the file's own
 config states (`num_heads`, `norm_eps`, `rope_base`), since the keys cannot tell them.
@@ -166,11 +167,23 @@ def from_timm(sd: StateDict, config: dict) -> tuple[StateDict, dict]:
         sd = _map_keys(sd, [(r"\.mlp\.fc2\.", ".mlp.w3.")])
     dim = sd["cls_token"].shape[-1] if "cls_token" in sd else 0
     sd.setdefault("mask_token", torch.zeros(1, dim))  # unused outside SSL training
-    hints = {}
+    hints: dict = {"timm_without_qkv_bias": not any(k.endswith(".attn.qkv.bias") for k in sd)}
     arch = str(config.get("architecture", "")).split(".")[0].removesuffix("_qkvb")
     if arch in TIMM_ARCHS:
         hints["arch"] = TIMM_ARCHS[arch]
+    # timm records the arguments of a model built with non-default sizes in `model_args`
+    if "num_heads" in (config.get("model_args") or {}):
+        hints["num_heads"] = config["model_args"]["num_heads"]
     return sd, hints
+
+
+def add_zero_qkv_bias(sd: StateDict) -> None:
+    """Give every block of a Meta-layout state dict zero q and v biases (and the key mask)."""
+    for n in _block_ids(sd, r"blocks\."):
+        base = f"blocks.{n}.attn."
+        zeros = torch.zeros(sd[f"{base}qkv.weight"].shape[1])
+        sd[f"{base}q_bias"], sd[f"{base}v_bias"] = zeros, zeros
+        _fuse_qkv(sd, None, (f"{base}q_bias", f"{base}k_bias", f"{base}v_bias"), f"{base}qkv")
 
 
 def detect_layout(sd: Mapping[str, torch.Tensor]) -> str:

@@ -31,7 +31,8 @@ class RopeEmbedding(nn.Module):
 
     Coordinates are patch centres normalised per axis to [-1, 1]. In train mode the
     reference rescales them by one random log-uniform factor in [1/rescale, rescale] per
-    forward; in eval mode the tables depend only on the grid, so they are cached.
+    forward; in eval mode the tables depend only on the grid, so they are cached (except
+    while traced or compiled).
     """
 
     def __init__(self, head_dim: int, base: float = 100.0, rescale: float | None = 2.0) -> None:
@@ -48,7 +49,10 @@ class RopeEmbedding(nn.Module):
     def forward(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.periods.device
         key = (h, w, device)
-        if not self.training and key in self._cache:
+        # Traced (ONNX export) or compiled, the tables are computed in the graph from the
+        # grid, so that no one grid size is frozen into it.
+        cached = not (self.training or torch.jit.is_tracing() or torch.compiler.is_compiling())
+        if cached and key in self._cache:
             return self._cache[key]
         coords_y = torch.arange(0.5, h, device=device, dtype=torch.float32) / h
         coords_x = torch.arange(0.5, w, device=device, dtype=torch.float32) / w
@@ -62,6 +66,6 @@ class RopeEmbedding(nn.Module):
         angles = 2 * math.pi * coords[:, :, None] / self.periods[None, None, :]
         angles = angles.flatten(1, 2).tile(2)  # (hw, head_dim): y angles, x angles, twice
         tables = (torch.sin(angles), torch.cos(angles))
-        if not self.training and device.type != "meta":
+        if cached and device.type != "meta":
             self._cache[key] = tables
         return tables

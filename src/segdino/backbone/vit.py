@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -30,6 +31,7 @@ class DinoVisionTransformer(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.config = config
+        self.weights_path: Path | None = None  # the file or folder load_backbone read
         dim = config.embed_dim
         self.embed_dim = dim
         self.patch_size = config.patch_size

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segdino.data.files import check_pair, list_images, pair_by_stem, raise_problems, read_mask
+from segdino.data.files import check_pair, list_images, pair_by_stem, raise_problems
 from segdino.data.holdout import Pair
-from segdino.data.transforms import Augment, image_to_tensor, load_rgb, mask_to_tensor
+from segdino.data.masks import BINARY, MaskFormat
+from segdino.data.transforms import Augment, image_to_tensor, load_rgb
 from segdino.errors import UserError
 
 
@@ -47,13 +48,15 @@ def find_pairs(
     mask_dir_name: str = "mask",
     img_ext: str | None = None,
     mask_ext: str | None = None,
+    mask_format: MaskFormat = BINARY,
 ) -> list[Pair]:
     """The (image, mask) pairs of `split_dir`, in image-name order, each checked readable.
 
     Images are the files of `split_dir/img_dir_name` with extension `img_ext` (default: any
     common image type); each is paired with the file of `split_dir/mask_dir_name` of the same
     stem (and extension `mask_ext` if given). A missing mask, an unreadable file, an image
-    and mask of different sizes, or two files of one stem: one UserError listing them all.
+    and mask of different sizes, two files of one stem, or (class-index `mask_format`) a
+    mask value that is no class: one UserError listing them all.
     """
     split_dir = Path(split_dir)
     img_folder, mask_folder = split_dir / img_dir_name, split_dir / mask_dir_name
@@ -67,33 +70,37 @@ def find_pairs(
     problems += missing
     # Decoding dominates; PIL releases the GIL while decoding, so threads run in parallel.
     with ThreadPoolExecutor() as pool:
-        problems += [p for p in pool.map(lambda pair: check_pair(*pair), pairs) if p]
+        problems += [p for p in pool.map(
+            lambda pair: check_pair(*pair) or mask_format.problem(pair[1]), pairs) if p]
     raise_problems(str(split_dir), problems)
     return pairs
 
 
 class SegmentationDataset(Dataset):
-    """(image [3, h, w] float32 normalised, mask [1, h, w] float32 0/1, index) per pair.
+    """(image [3, h, w] float32 normalised, target, index) per pair; the target is
+    `mask_format.to_tensor`'s: [1, h, w] float32 0/1 (binary, the default) or [h, w] int64 classes.
 
     With `augment`, each item draws its augmentation seed from torch's generator, so
     `torch.manual_seed` makes runs reproducible, in the main process and in DataLoader
     workers alike (each worker's torch generator is seeded from the base seed).
     """
 
-    def __init__(self, pairs: list[Pair], size: tuple[int, int], augment: bool = False):
+    def __init__(self, pairs: list[Pair], size: tuple[int, int], augment: bool = False,
+                 mask_format: MaskFormat = BINARY) -> None:
         self.pairs = list(pairs)
         self.size = size
         self.augment = Augment() if augment else None
+        self.mask_format = mask_format
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image_path, mask_path = self.pairs[i]
-        image, mask = load_rgb(image_path), read_mask(mask_path)
+        image, mask = load_rgb(image_path), self.mask_format.read(mask_path)
         if image.size != (mask.shape[1], mask.shape[0]):
             raise UserError(f"{image_path}: image and its mask {mask_path.name} differ in size")
         if self.augment is not None:
             rng = np.random.default_rng(torch.randint(2**31, ()).item())
             image, mask = self.augment(image, mask, rng)
-        return image_to_tensor(image, self.size), mask_to_tensor(mask, self.size), i
+        return image_to_tensor(image, self.size), self.mask_format.to_tensor(mask, self.size), i

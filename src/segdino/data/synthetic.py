@@ -5,6 +5,9 @@ or two ellipses of a warmer, brighter colour; the mask marks the ellipses. The f
 differs from the background in colour and brightness, not only in texture, because the demo
 trains on the features of a randomly initialised backbone, which keep colour but not much
 else. Image sizes vary around `size`, so metrics at each image's own resolution get tested.
+
+With `num_classes` K >= 2, each image has one ellipse of each class 1..K-1, each class lifted
+towards its own colour, and the masks hold class indices (0 the background).
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ from PIL import Image
 from segdino.errors import UserError
 
 SPLITS = ("train", "val", "test")
+# Per class, how much each of R, G, B is lifted: class 1 warm (the binary data's), then cold,
+# green, and so on; repeated beyond the last.
+TINTS = ((1.0, 0.55, 0.35), (0.3, 0.6, 1.0), (0.35, 1.0, 0.4), (1.0, 0.3, 1.0), (1.0, 1.0, 0.3))
 
 
-def _sample(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One (H x W x 3 uint8 image, H x W bool mask), its size within 15% of `size`."""
+def _sample(rng: np.random.Generator, size: tuple[int, int], num_classes: int = 1
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """One (H x W x 3 uint8 image, H x W uint8 class mask), its size within 15% of `size`:
+    one or two ellipses of class 1 (binary), or one of each class 1..K-1."""
     h, w = (int(round(s * rng.uniform(0.85, 1.15))) for s in size)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
@@ -31,8 +39,9 @@ def _sample(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray
         waves += 15 * np.sin(fy * yy + fx * xx + rng.uniform(0, 2 * np.pi))
     image = background + waves[..., None]
 
-    mask = np.zeros((h, w), bool)
-    for _ in range(rng.integers(1, 3)):
+    mask = np.zeros((h, w), np.uint8)
+    classes = [1] * rng.integers(1, 3) if num_classes == 1 else range(1, num_classes)
+    for label in classes:
         cy, cx = rng.uniform(0.25, 0.75) * h, rng.uniform(0.25, 0.75) * w
         ay, ax = rng.uniform(0.1, 0.25, 2) * min(h, w)
         theta = rng.uniform(0, np.pi)
@@ -41,9 +50,9 @@ def _sample(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray
         v = (-dx * np.sin(theta) + dy * np.cos(theta)) / ay
         blob = u**2 + v**2 <= 1
         # Warmer and brighter than the background by a varying margin (the contrast).
-        lift = rng.uniform(50, 110) * np.array([1.0, 0.55, 0.35], np.float32)
+        lift = rng.uniform(50, 110) * np.array(TINTS[(label - 1) % len(TINTS)], np.float32)
         image[blob] = background + lift + 0.5 * waves[blob, None]
-        mask |= blob
+        mask[blob] = label  # a later ellipse covers an earlier one
 
     image += 10 * rng.standard_normal((h, w, 3), dtype=np.float32)
     return np.clip(image, 0, 255).round().astype(np.uint8), mask
@@ -56,10 +65,12 @@ def make_synthetic_dataset(
     n_test: int = 16,
     size: tuple[int, int] = (96, 128),
     seed: int = 0,
+    num_classes: int = 1,
 ) -> Path:
     """Write `root/{train,val,test}/{image,mask}/NNNN.png` and return `root`.
 
-    `size` is the typical (height, width). Masks are 0/255 grayscale PNGs. `n_val=0` writes
+    `size` is the typical (height, width). Masks are 0/255 grayscale PNGs, or with
+    `num_classes` K >= 2 grayscale PNGs of class indices 0..K-1. `n_val=0` writes
     no `val/` folder (so training holds out part of `train`). Each image depends only on
     `seed`, its split and its number, so a larger dataset extends a smaller one.
     `root` must be empty or absent, so that no stale file joins the dataset.
@@ -75,10 +86,10 @@ def make_synthetic_dataset(
         image_dir.mkdir(parents=True)
         mask_dir.mkdir()
         for i in range(counts[split]):
-            image, mask = _sample(np.random.default_rng([seed, split_no, i]), size)
+            image, mask = _sample(np.random.default_rng([seed, split_no, i]), size, num_classes)
             # Fast PNG compression: the files are small and written often (tests, demo).
             Image.fromarray(image, "RGB").save(image_dir / f"{i:04d}.png", compress_level=1)
-            Image.fromarray(mask.astype(np.uint8) * 255, "L").save(
+            Image.fromarray(mask * 255 if num_classes == 1 else mask, "L").save(
                 mask_dir / f"{i:04d}.png", compress_level=1
             )
     return root

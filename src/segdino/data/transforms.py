@@ -89,7 +89,8 @@ class Augment:
     Applied in this order:
     - horizontal flip, then vertical flip, each with probability `flip_p`;
     - rotation by an angle drawn uniformly in [-max_degrees, max_degrees] about the centre,
-      same canvas, corners filled with 0 (image bilinear, mask nearest, same angle);
+      same canvas, corners filled with 0 (image bilinear, mask nearest, same angle; 0 is the
+      background);
     - colour jitter, image only: brightness, contrast and saturation factors each drawn
       uniformly in [1 - x, 1 + x], applied in a random order (as torchvision's ColorJitter).
     All randomness comes from the generator passed in, so a seed reproduces the result.
@@ -104,10 +105,11 @@ class Augment:
     def __call__(
         self, image: Image.Image, mask: np.ndarray, rng: np.random.Generator
     ) -> tuple[Image.Image, np.ndarray]:
-        """The augmented (RGB image, boolean mask); `mask` is H x W bool, same size."""
+        """The augmented (RGB image, mask); `mask` is H x W, same size, bool or uint8 class
+        indices, and comes back as it went in (nearest neighbour keeps its values)."""
         if image.size != (mask.shape[1], mask.shape[0]):
             raise ValueError(f"image is {image.size} (w, h) but mask is {mask.shape} (h, w)")
-        mask_im = _mask_image(mask)
+        mask_im = Image.fromarray(mask.astype(np.uint8), "L")
         for flip in (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM):
             if rng.random() < self.flip_p:
                 image, mask_im = image.transpose(flip), mask_im.transpose(flip)
@@ -122,4 +124,4 @@ class Augment:
         for k in rng.permutation(len(enhancers)):
             enhancer, amount = enhancers[k]
             image = enhancer(image).enhance(rng.uniform(1.0 - amount, 1.0 + amount))
-        return image, np.asarray(mask_im) > 127
+        return image, np.asarray(mask_im).astype(mask.dtype)

@@ -1,0 +1,355 @@
+"""`segdino bench`: inference and training speed, engine by engine, in one process.
+
+Inference: for each engine and batch size, the median time of `--repeats` forward passes
+after `--warmup` untimed ones (the first of which pays `torch.compile`'s compilation), as
+images per second and milliseconds per image; the peak memory above the level before the
+engine was built; the ratio to eager float32; and the largest logit difference from eager
+float32 on the same input. Eager float32 is the reference's own computation (the same
+model, the same operations), so its row is the reference's speed on this machine.
+
+Training: images per second of a decoder training step (forward, BCE loss, backward, AdamW)
+at `--train-batch`, with the backbone run at every step (as without a feature cache) and with
+its features computed once beforehand (what a feature cache saves).
+
+The model has random weights: speed does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from segdino.atomic import write_text
+from segdino.backbone import build_backbone
+from segdino.backbone.factory import resolve_arch
+from segdino.engines import ENGINES, make_engine
+from segdino.errors import UserError
+from segdino.model import SegDINO
+from segdino.runtime import INFERENCE_PRECISIONS, pick_device, resolve_precision
+
+DEFAULT_ENGINES = ("fp32", "bf16", "compile", "onnx")
+
+
+@dataclass
+class InferenceRow:
+    engine: str  # ENGINE-PRECISION, e.g. torch-fp32
+    batch: int
+    images_per_second: float
+    ms_per_image: float
+    peak_memory_mb: float | None  # above the level before the engine was built
+    ratio_to_fp32: float
+    max_logit_diff: float  # largest |logit - eager float32's logit|
+    first_call_s: float  # the first warm-up call: compilation included
+    timed_runs: int
+
+
+@dataclass
+class TrainingRow:
+    mode: str  # "uncached" or "cached"
+    batch: int
+    images_per_second: float
+    ratio_to_uncached: float
+    timed_steps: int
+
+
+def parse_engine(spec: str) -> tuple[str, str]:
+    """`fp32`, `bf16`, `auto` (eager PyTorch), or `ENGINE[-PRECISION]` such as `compile`,
+    `compile-bf16`, `onnx`: (engine, precision), the precision "auto" when not given."""
+    if spec in INFERENCE_PRECISIONS:
+        return "torch", spec
+    engine, _, precision = spec.partition("-")
+    if engine not in ENGINES or (precision and precision not in INFERENCE_PRECISIONS):
+        raise UserError(f"--engines {spec}: expected fp32, bf16, auto, or ENGINE[-PRECISION] "
+                        f"with ENGINE one of {', '.join(ENGINES)} (e.g. compile-bf16)")
+    return engine, precision or "auto"
+
+
+class PeakMemory:
+    """Peak memory in MB above a baseline: the CUDA allocator's on CUDA; on Linux CPUs the
+    process's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs);
+    None where neither can be read."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.baseline = self._current()
+
+    def _current(self) -> float | None:
+        if self.cuda:
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        return self._status("VmRSS")
+
+    @staticmethod
+    def _status(field: str) -> float | None:
+        try:
+            text = Path("/proc/self/status").read_text()
+        except OSError:
+            return None
+        found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+        return int(found.group(1)) / 1024 if found else None
+
+    def reset(self) -> None:
+        """Start a new peak from the present level."""
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.baseline = None  # the high-water mark cannot be reset: no number
+
+    def peak(self) -> float | None:
+        """The peak since the last reset, above the baseline."""
+        if self.cuda:
+            high = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            high = self._status("VmHWM")
+        if high is None or self.baseline is None:
+            return None
+        return max(high - self.baseline, 0.0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, repeats: int,
+               budget_s: float) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn`, stopping early (after 3 or more) once
+    `budget_s` seconds have gone by."""
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() - started > budget_s:
+            break
+    return times
+
+
+def _seeded(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def bench_inference(
+    model: SegDINO,
+    device: torch.device,
+    specs: list[tuple[str, str]],
+    batch_sizes: list[int],
+    size: tuple[int, int],
+    warmup: int = 2,
+    repeats: int = 10,
+    budget_s: float = 30.0,
+    progress: Callable[[str], None] = print,
+) -> list[InferenceRow]:
+    """One row per engine and batch size; eager float32 is measured first, always, as the
+    baseline of the ratios and logit differences."""
+    inputs = {b: _seeded(b, 3, *size, seed=b) for b in batch_sizes}
+    specs = [("torch", "fp32"), *(s for s in specs if s != ("torch", "fp32"))]
+    labels: set[str] = set()
+    reference: dict[int, tuple[torch.Tensor, float]] = {}  # batch -> (logits, img/s)
+    rows = []
+    for engine_name, precision in specs:
+        resolved = "fp32" if engine_name == "onnx" else resolve_precision(device, precision)
+        label = f"{engine_name}-{resolved}"
+        if label in labels:
+            continue
+        labels.add(label)
+        gc.collect()
+        memory = PeakMemory(device)
+        engine = make_engine(model, device, resolved, engine_name)
+        for b in batch_sizes:
+            x = inputs[b]
+            progress(f"{label}, batch {b}")
+            t0 = time.perf_counter()
+            logits = engine(x)
+            _sync(device)
+            first = time.perf_counter() - t0
+            for _ in range(warmup - 1):
+                engine(x)
+            memory.reset()
+            times = time_calls(partial(engine, x), device, repeats, budget_s)
+            per_batch = statistics.median(times)
+            ips = b / per_batch
+            if label == "torch-fp32":
+                reference[b] = (logits.float().cpu(), ips)
+            ref_logits, ref_ips = reference[b]
+            rows.append(InferenceRow(
+                label, b, round(ips, 2), round(1000 * per_batch / b, 2),
+                None if (peak := memory.peak()) is None else round(peak, 1),
+                round(ips / ref_ips, 2),
+                float((logits.float().cpu() - ref_logits).abs().max()),
+                round(first, 2), len(times)))
+        del engine  # before the next engine's baseline
+    return rows
+
+
+def bench_training(
+    model: SegDINO,
+    device: torch.device,
+    batch: int,
+    size: tuple[int, int],
+    warmup: int = 2,
+    steps: int = 10,
+    budget_s: float = 30.0,
+) -> list[TrainingRow]:
+    """Decoder training steps (BCE, AdamW lr 1e-4, weight decay 1e-4, float32) on random
+    images and masks: `uncached` runs the backbone at every step, `cached` decodes features
+    computed once beforehand for the same batches."""
+    n = warmup + steps
+    images = [_seeded(batch, 3, *size, seed=100 + i).to(device) for i in range(n)]
+    masks = [(_seeded(batch, 1, *size, seed=200 + i) > 0).float().to(device) for i in range(n)]
+    model.to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=1e-4, weight_decay=1e-4)
+
+    def step(logits_of: Callable[[int], torch.Tensor], i: int) -> None:
+        loss = F.binary_cross_entropy_with_logits(logits_of(i), masks[i])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    features = [model.features(x) for x in images]
+    modes: dict[str, Callable[[int], torch.Tensor]] = {
+        "uncached": lambda i: model(images[i]),
+        "cached": lambda i: model.decode(features[i], size),
+    }
+    rows = []
+    for mode, logits_of in modes.items():
+        for i in range(warmup):
+            step(logits_of, i)
+        order = iter(range(warmup, n))
+        times = time_calls(lambda f=logits_of, it=order: step(f, next(it)), device, steps,
+                           budget_s)
+        ips = batch / statistics.median(times)
+        base = rows[0].images_per_second if rows else ips
+        rows.append(TrainingRow(mode, batch, round(ips, 2), round(ips / base, 2), len(times)))
+    model.eval()
+    return rows
+
+
+def format_table(inference: list[InferenceRow], training: list[TrainingRow],
+                 default_label: str) -> str:
+    """The printed report: one line per row, the default path's rows marked."""
+    lines = [f"{'engine':<16}{'batch':>6}{'img/s':>9}{'ms/img':>9}{'peak MB':>9}"
+             f"{'x fp32':>8}{'max |dlogit|':>14}{'1st call s':>12}"]
+    for r in inference:
+        mark = " *" if r.engine == default_label else ""
+        peak = "n/a" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"
+        lines.append(f"{r.engine + mark:<16}{r.batch:>6}{r.images_per_second:>9.2f}"
+                     f"{r.ms_per_image:>9.1f}{peak:>9}{r.ratio_to_fp32:>8.2f}"
+                     f"{r.max_logit_diff:>14.2e}{r.first_call_s:>12.1f}")
+    lines.append(f"* the default path of segdino predict and test ({default_label})")
+    if training:
+        lines.append("")
+        lines.append(f"{'training step':<16}{'batch':>6}{'img/s':>9}{'x uncached':>12}")
+        for t in training:
+            lines.append(f"{t.mode:<16}{t.batch:>6}{t.images_per_second:>9.2f}"
+                         f"{t.ratio_to_uncached:>12.2f}")
+    return "\n".join(lines)
+
+
+def _progress(enabled: bool) -> Callable[[str], None]:
+    """A progress printer: each line after the seconds since it was made; or silence."""
+    started = time.perf_counter()
+
+    def show(message: str) -> None:
+        if enabled:
+            print(f"[{time.perf_counter() - started:5.0f} s] {message}", flush=True)
+
+    return show
+
+
+def _hardware(device: torch.device) -> str:
+    """The GPU's or CPU's name, as far as it can be found."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(),
+                          re.MULTILINE)
+    except OSError:
+        found = None
+    return found.group(1).strip() if found else platform.processor() or platform.machine()
+
+
+# ---- command line -------------------------------------------------------------------------
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", default="vits16",
+                        help="backbone architecture, randomly initialised (default vits16)")
+    parser.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX",
+                        help="input height and width, or one number for both (default 256)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], metavar="B",
+                        help="inference batch sizes (default 1 8)")
+    parser.add_argument("--engines", nargs="+", default=list(DEFAULT_ENGINES), metavar="E",
+                        help="fp32, bf16, auto (eager PyTorch), or ENGINE[-PRECISION] with "
+                        f"ENGINE one of {', '.join(ENGINES)} (default: "
+                        f"{' '.join(DEFAULT_ENGINES)}; eager fp32 always runs first)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed calls; the median counts (default 10)")
+    parser.add_argument("--budget", type=float, default=30.0, metavar="S",
+                        help="stop a row's timed calls after S seconds, if 3 or more ran "
+                        "(default 30)")
+    parser.add_argument("--train-batch", type=int, default=4,
+                        help="training batch size; 0 skips training (default 4)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--device", metavar="D",
+                        help="cpu, cuda, cuda:N or mps (default: the best available)")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(args.size) > 2:
+        raise UserError(f"--size {' '.join(map(str, args.size))}: expected one or two numbers")
+    size = (args.size[0], args.size[-1])
+    for flag, values in (("--size", args.size), ("--batch-sizes", args.batch_sizes)):
+        if min(values) < 1:
+            raise UserError(f"{flag} {' '.join(map(str, values))}: expected 1 or more")
+    if args.warmup < 1 or args.repeats < 1 or args.train_batch < 0:
+        raise UserError("--warmup and --repeats: expected 1 or more; --train-batch: 0 or more")
+    specs = [parse_engine(spec) for spec in args.engines]
+    device = pick_device(args.device)
+    arch = resolve_arch(args.arch)
+    torch.manual_seed(0)
+    model = SegDINO(build_backbone(arch)).to(device).eval()
+    default_label = f"torch-{resolve_precision(device, 'auto')}"
+    header = (f"segdino bench: {arch}, {size[0]} x {size[1]}, {device} ({_hardware(device)}, "
+              f"{torch.get_num_threads()} threads), torch {torch.__version__}")
+    progress = _progress(not args.quiet)
+    progress(header)
+    inference = bench_inference(model, device, specs, args.batch_sizes, size, args.warmup,
+                                args.repeats, args.budget, progress)
+    training = []
+    if args.train_batch:
+        progress(f"training, batch {args.train_batch}")
+        training = bench_training(model, device, args.train_batch, size, args.warmup,
+                                  args.repeats, args.budget)
+    print(header)
+    print(format_table(inference, training, default_label))
+    if args.json:
+        report = {
+            "arch": arch, "size": list(size), "device": str(device),
+            "hardware": _hardware(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "platform": platform.platform(), "default_engine": default_label,
+            "inference": [asdict(r) for r in inference],
+            "training": [asdict(t) for t in training],
+        }
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
+    return 0

@@ -1,0 +1,144 @@
+"""`segdino export`: a trained model as one self-contained ONNX file, for ONNX Runtime.
+
+The file holds the whole model, backbone and decoder: input `images` (B, 3, H, W) float32,
+normalised as the model's preprocessing says; output `logits` (B, K, H, W). Batch size,
+height and width are dynamic; height and width must be multiples of the patch size (16):
+pad other sizes with zeros at the bottom and right and crop the logits back, as
+`segdino.engines.OnnxEngine` does. The RoPE tables are computed inside the graph from the
+input's size, so one file serves every size.
+
+The metadata (input size, mean and std, threshold, classes, layers, backbone architecture)
+is stored in the model's `metadata_props` under the key `segdino`, as JSON, and in a JSON
+file beside the model (`model.onnx` -> `model.json`).
+
+It uses PyTorch's TorchScript-based exporter (`dynamo=False`), which handles the dynamic
+sizes without extra dependencies; PyTorch deprecates it from 2.9 on, and still ships it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from segdino.atomic import atomic_path, write_text
+from segdino.backbone.variants import variant_name
+from segdino.checkpoint import load_segdino
+from segdino.errors import UserError
+from segdino.model import SegDINO
+
+FORMAT = "segdino-onnx"
+VERSION = 1
+MIN_OPSET = 17  # LayerNormalization
+INPUT, OUTPUT = "images", "logits"
+
+
+def onnx_metadata(model: SegDINO, opset: int) -> dict:
+    """What a consumer of the ONNX file needs to prepare its input and read its output."""
+    from segdino import __version__
+
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "segdino_version": __version__,
+        "opset": opset,
+        "input": {"name": INPUT, "shape": ["batch", 3, "height", "width"], "dtype": "float32",
+                  "layout": "RGB, resized (bicubic) to preprocessing.input_size, "
+                            "(pixel / 255 - mean) / std"},
+        "output": {"name": OUTPUT, "shape": ["batch", model.num_classes, "height", "width"],
+                   "dtype": "float32",
+                   "meaning": "one class: foreground where sigmoid(logit) > threshold; "
+                              "K classes: the class of the largest logit"},
+        "input_multiple": model.backbone.patch_size,
+        "num_classes": model.num_classes,
+        "layers": list(model.layers),
+        "backbone": {"arch": variant_name(model.backbone.config),
+                     "config": model.backbone.config.to_dict()},
+        "preprocessing": asdict(model.preprocessing),
+    }
+
+
+def _import_onnx() -> ModuleType:
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("ONNX export needs the onnx package: pip install segdino[onnx]"
+                        ) from None
+    return onnx
+
+
+def _check_target(path: Path, opset: int) -> None:
+    """A UserError for an output name or opset that export cannot write."""
+    if path.suffix != ".onnx":
+        raise UserError(f"--out {path}: expected a file name ending in .onnx")
+    if opset < MIN_OPSET:
+        raise UserError(f"--opset {opset}: expected {MIN_OPSET} or more")
+
+
+def export_onnx(model: SegDINO, path: str | Path, opset: int = MIN_OPSET) -> dict:
+    """Write `model` (in eval mode) to `path` (.onnx) and its metadata beside it (.json), both
+    atomically; return the metadata. Dynamic batch, height and width (multiples of 16)."""
+    onnx = _import_onnx()
+    path = Path(path)
+    _check_target(path, opset)
+    meta = onnx_metadata(model, opset)
+    patch = model.backbone.patch_size
+    h, w = (-(-s // patch) * patch for s in model.preprocessing.input_size)
+    # Batch 2 and a whole number of patches: nothing in the trace specialises on batch 1,
+    # and the padding branch (sizes that are not multiples of 16) is left out of the graph.
+    example = torch.zeros(2, 3, h, w, device=next(model.parameters()).device)
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters \
+        else {}
+    was_training = model.training
+    model.eval()
+    try:
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            # Expected: the shape checks traced as constants, and the exporter's deprecation.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", "You are using the legacy TorchScript",
+                                    DeprecationWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.onnx")
+            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT],
+                              output_names=[OUTPUT], opset_version=opset,
+                              dynamic_axes={INPUT: dynamic, OUTPUT: dynamic}, **legacy)
+            proto = onnx.load(str(tmp))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "segdino", json.dumps(meta)
+            onnx.save(proto, str(tmp))
+    finally:
+        model.train(was_training)
+    write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+# ---- command line -------------------------------------------------------------------------
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CKPT",
+                        help="a trained model: .safetensors (ours) or .pth (reference layout)")
+    parser.add_argument("--format", choices=("onnx",), default="onnx",
+                        help="onnx (default; the only one so far)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="the .onnx file to write (default: CKPT with .onnx); its "
+                        "metadata goes beside it as .json")
+    parser.add_argument("--backbone", metavar="PATH",
+                        help="the backbone weights, if not found beside the checkpoint")
+    parser.add_argument("--opset", type=int, default=MIN_OPSET,
+                        help=f"ONNX opset (default and minimum {MIN_OPSET})")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    _import_onnx()  # the quick checks first, then the model
+    _check_target(out, args.opset)
+    model = load_segdino(args.checkpoint, args.backbone)
+    export_onnx(model, out, args.opset)
+    print(f"wrote {out} (metadata also in {out.with_suffix('.json')})")
+    return 0

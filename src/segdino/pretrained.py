@@ -1,0 +1,99 @@
+"""Hugging Face model folders: what `SegDINO.save_pretrained` writes and `from_pretrained`
+reads, and `segdino publish`, which makes one of a training run (and can push it to the Hub).
+
+A folder holds `model.safetensors` (the decoder in our checkpoint format, metadata in its
+header), `config.json` (the same metadata, to read) and `README.md` (the model card). The
+backbone is not copied: its weights are large and under Meta's licence. The metadata names
+them by file name and SHA-256, and, when they came from the Hub, by repo and commit, from
+where `from_pretrained` fetches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from huggingface_hub.errors import HfHubHTTPError
+
+from segdino.atomic import write_text
+from segdino.backbone import DinoVisionTransformer
+from segdino.checkpoint import load_segdino, read_metadata, save_segdino
+from segdino.errors import UserError
+from segdino.hub import local_path
+from segdino.model import SegDINO
+
+WEIGHTS = "model.safetensors"
+MODEL_FILES = ("config.json", WEIGHTS)
+
+
+def write_pretrained(model: SegDINO, folder: Path) -> None:
+    """The decoder and its metadata (`model.safetensors`), and the metadata as `config.json`."""
+    save_segdino(model, folder / WEIGHTS)
+    meta = read_metadata(folder / WEIGHTS)  # exactly what the checkpoint holds
+    write_text(folder / "config.json", json.dumps(meta, indent=2) + "\n")
+
+
+def load_pretrained(
+    name_or_path: str | Path,
+    backbone: str | Path | DinoVisionTransformer | None = None,
+    revision: str | None = None,
+) -> SegDINO:
+    """A model from a folder `save_pretrained` wrote, or from a Hub repo id of one (through
+    the Hub cache). `backbone` overrides where the backbone weights come from."""
+    folder = local_path(name_or_path, MODEL_FILES, revision=revision)
+    if not folder.is_dir():
+        raise UserError(f"{name_or_path}: no such folder (expected a folder written by "
+                        "save_pretrained, or a Hub repo id OWNER/NAME)")
+    weights = folder / WEIGHTS
+    if not weights.is_file() or read_metadata(weights) is None:
+        raise UserError(f"{name_or_path}: not a segdino model (expected the {WEIGHTS} "
+                        "that save_pretrained writes)")
+    return load_segdino(weights, backbone)
+
+
+# ---- segdino publish ------------------------------------------------------------------------
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run folder of `segdino train` (its best.safetensors "
+                        "is published)")
+    parser.add_argument("out_dir", help="the model folder to write (new or empty): "
+                        "model.safetensors, config.json, README.md")
+    parser.add_argument("--test-summary", metavar="SUMMARY_JSON", help="the summary.json of "
+                        "`segdino test` on this run, for the model card's test scores")
+    parser.add_argument("--backbone", help="the backbone weights, when not where the run "
+                        "recorded them")
+    parser.add_argument("--push", metavar="REPO_ID", help="also upload to this Hugging Face "
+                        "Hub repository, created if needed (log in first: `hf auth login`)")
+    parser.add_argument("--private", action="store_true", help="with --push: create the "
+                        "repository private")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir, out = Path(args.run_dir), Path(args.out_dir)
+    checkpoint = run_dir / "best.safetensors"
+    if not checkpoint.is_file():
+        raise UserError(f"{run_dir}: no best.safetensors there (expected a run folder of "
+                        "`segdino train`)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder (choose a new OUT_DIR)")
+    if args.test_summary and not Path(args.test_summary).is_file():
+        raise UserError(f"--test-summary {args.test_summary}: no such file (expected the "
+                        "summary.json of `segdino test`)")
+    if args.private and not args.push:
+        raise UserError("--private: only with --push REPO_ID")
+    model = load_segdino(checkpoint, backbone=args.backbone)
+    card = {"run_dir": run_dir, "test_summary": args.test_summary, "repo_id": args.push}
+    model.save_pretrained(out, model_card_kwargs=card)
+    print(f"model folder: {out}  (model.safetensors, config.json, README.md)")
+    if args.push:
+        try:
+            url = model.push_to_hub(args.push, private=True if args.private else None,
+                                    model_card_kwargs=card)
+        except (HfHubHTTPError, OSError) as exc:  # refused, not logged in, offline
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"--push {args.push}: the upload failed ({first}); the model "
+                            f"folder {out} is complete (upload it later with `hf upload "
+                            f"{args.push} {out}`)") from None
+        print(f"pushed: {url}")
+    return 0

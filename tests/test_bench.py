@@ -1,0 +1,68 @@
+"""`segdino bench`: what it runs and reports (never how fast: speed is not asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segdino.bench import PeakMemory, parse_engine
+from segdino.cli import main
+from segdino.errors import UserError
+from segdino.runtime import pick_device
+
+
+def test_engine_names() -> None:
+    assert parse_engine("fp32") == ("torch", "fp32")
+    assert parse_engine("bf16") == ("torch", "bf16")
+    assert parse_engine("compile") == ("compile", "auto")
+    assert parse_engine("compile-bf16") == ("compile", "bf16")
+    assert parse_engine("onnx") == ("onnx", "auto")
+    for bad in ("tensorrt", "compile-fp16", "fp16"):
+        with pytest.raises(UserError, match=f"--engines {bad}:"):
+            parse_engine(bad)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_peak_memory_sees_an_allocation() -> None:
+    memory = PeakMemory(pick_device("cpu"))
+    memory.reset()
+    block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+    assert block.sum() > 0
+    del block
+    assert memory.peak() >= 60
+
+
+def test_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--size", "32", "48", "--batch-sizes", "1", "2", "--engines", "bf16",
+                 "--repeats", "1", "--warmup", "1", "--train-batch", "2", "--json", str(out),
+                 "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["arch"] == "vits16" and report["size"] == [32, 48]
+    rows = {(r["engine"], r["batch"]): r for r in report["inference"]}
+    assert list(rows) == [("torch-fp32", 1), ("torch-fp32", 2), ("torch-bf16", 1),
+                          ("torch-bf16", 2)]  # eager fp32 first, always
+    for batch in (1, 2):
+        fp32, bf16 = rows["torch-fp32", batch], rows["torch-bf16", batch]
+        assert fp32["ratio_to_fp32"] == 1 and fp32["max_logit_diff"] == 0
+        assert 0 < bf16["max_logit_diff"] < 1  # bf16 ran on the same input
+        assert bf16["timed_runs"] == 1 and bf16["images_per_second"] > 0
+    assert [t["mode"] for t in report["training"]] == ["uncached", "cached"]
+    assert all(t["batch"] == 2 and t["images_per_second"] > 0 for t in report["training"])
+    printed = capsys.readouterr().out
+    assert "segdino bench: vits16, 32 x 48, cpu" in printed
+    assert "torch-bf16" in printed and "uncached" in printed and "cached" in printed
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--engines", "fp32", "tensorrt"], "--engines tensorrt: expected"),
+    (["--batch-sizes", "0"], "--batch-sizes 0: expected 1 or more"),
+    (["--size", "1", "2", "3"], "--size 1 2 3: expected one or two numbers"),
+    (["--arch", "vitq"], "unknown backbone architecture 'vitq'"),
+])
+def test_bench_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", *flags]) == 2
+    assert message in capsys.readouterr().err
