@@ -177,7 +177,10 @@ def test_save_pretrained_round_trip(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert config == read_metadata(tmp_path / "export" / "model.safetensors")
     assert config["backbone"]["file"] == "tiny_mlp.pth" and "hub_id" not in config["backbone"]
-    loaded = SegDINO.from_pretrained(tmp_path / "export").eval()
+    assert "path" not in config["backbone"]  # a shared model does not record local paths
+    with pytest.raises(UserError, match="needs the backbone weights tiny_mlp.pth"):
+        SegDINO.from_pretrained(tmp_path / "export")
+    loaded = SegDINO.from_pretrained(tmp_path / "export", backbone=weights).eval()
     assert loaded.preprocessing == model.preprocessing
     io = load_file(FIXTURES / "segdino" / "segdino_tiny_mlp_io.safetensors")
     with torch.no_grad():

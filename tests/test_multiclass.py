@@ -58,6 +58,9 @@ def test_grayscale_masks_are_read_as_class_indices(tmp_path: Path) -> None:
     assert np.array_equal(MaskFormat(3).read(save(wide, tmp_path / "w.png", None)), wide)
     as_rgb = np.repeat(classes[..., None], 3, axis=2)  # gray saved as RGB
     assert np.array_equal(MaskFormat(3).read(save(as_rgb, tmp_path / "g.png", "RGB")), classes)
+    as_rgb[0, 0] = (200, 30, 30)
+    with pytest.raises(UserError, match="c.png: a colour mask"):
+        MaskFormat(3).read(save(as_rgb, tmp_path / "c.png", "RGB"))
 
 
 def test_palette_masks_are_read_by_palette_index(tmp_path: Path) -> None:

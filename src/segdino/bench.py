@@ -37,7 +37,7 @@ from segdino.backbone.factory import resolve_arch
 from segdino.engines import ENGINES, make_engine
 from segdino.errors import UserError
 from segdino.model import SegDINO
-from segdino.runtime import INFERENCE_PRECISIONS, pick_device, resolve_precision
+from segdino.runtime import INFERENCE_PRECISIONS, glibc, pick_device, resolve_precision
 
 DEFAULT_ENGINES = ("fp32", "bf16", "compile", "onnx")
 
@@ -84,7 +84,14 @@ class PeakMemory:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.device = device
+        self._give_back()
         self.baseline = self._current()
+
+    def _give_back(self) -> None:
+        """On the CPU, give back the freed memory the process keeps (`keep_freed_memory`),
+        so that reusing it counts as use."""
+        if not self.cuda and (libc := glibc()) is not None:
+            libc.malloc_trim(0)
 
     def _current(self) -> float | None:
         if self.cuda:
@@ -105,6 +112,7 @@ class PeakMemory:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
             return
+        self._give_back()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:

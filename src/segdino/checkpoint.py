@@ -126,12 +126,15 @@ def metadata(
 
 def save_segdino(
     model: SegDINO, path: str | Path, backbone_file: str | Path | None = None,
-    extra: dict | None = None,
+    extra: dict | None = None, record_path: bool = True,
 ) -> None:
     """Write `model` in the project's format (atomically). The backbone's weights (by default
     those it was loaded from) are recorded by name, SHA-256 and Hub id, so they can be found
-    and checked when the model is loaded."""
+    and checked when the model is loaded; and by their local path unless `record_path` is
+    False (for a model that is shared: the path says nothing elsewhere and may say too much)."""
     meta = metadata(model, backbone_file, extra)
+    if not record_path:
+        del meta["backbone"]["path"]
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.head.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={FORMAT: json.dumps(meta)})
@@ -161,7 +164,8 @@ def read_metadata(path: str | Path) -> dict | None:
 def _backbone_candidates(info: dict, checkpoint: Path) -> Iterator[Path]:
     """Where the recorded backbone file may be, in order; the Hub is asked last, and only
     when nothing before it matched."""
-    yield Path(info["path"])
+    if "path" in info:
+        yield Path(info["path"])
     folders = [checkpoint.parent, checkpoint.parent.parent, Path.cwd()]
     if os.environ.get("SEGDINO_WEIGHTS"):
         folders.insert(0, Path(os.environ["SEGDINO_WEIGHTS"]))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from segdino.errors import UserError
 from segdino.model import SegDINO
-from segdino.runtime import autocast, resolve_precision
+from segdino.runtime import autocast, keep_freed_memory, resolve_precision
 
 ENGINES = ("torch", "compile", "onnx")
 
@@ -41,10 +41,13 @@ class Engine(Protocol):
 
 
 class TorchEngine:
-    """The model in eager PyTorch, under `torch.inference_mode` and, for "bf16", autocast."""
+    """The model in eager PyTorch, under `torch.inference_mode` and, for "bf16", autocast.
+    On the CPU it makes the process keep freed memory for reuse (`keep_freed_memory`)."""
 
     def __init__(self, model: SegDINO, device: torch.device, precision: str = "fp32") -> None:
         autocast(device, precision)  # checks `precision`
+        if device.type == "cpu":
+            keep_freed_memory()
         self.model = model.to(device).eval()
         self.device = device
         self.precision = precision

@@ -29,7 +29,7 @@ MODEL_FILES = ("config.json", WEIGHTS)
 
 def write_pretrained(model: SegDINO, folder: Path) -> None:
     """The decoder and its metadata (`model.safetensors`), and the metadata as `config.json`."""
-    save_segdino(model, folder / WEIGHTS)
+    save_segdino(model, folder / WEIGHTS, record_path=False)
     meta = read_metadata(folder / WEIGHTS)  # exactly what the checkpoint holds
     write_text(folder / "config.json", json.dumps(meta, indent=2) + "\n")
 

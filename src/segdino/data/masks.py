@@ -62,13 +62,11 @@ def _pixel_values(path: Path) -> np.ndarray:
     except Exception as exc:  # PIL raises many types for bad files
         raise UserError(f"{path}: unreadable mask ({type(exc).__name__})") from None
     if values.ndim == 3:
-        if values.shape[2] == 2:  # LA or PA: the alpha channel is not part of the mask
-            values = values[..., 0]
-        elif (values[..., :3] != values[..., :1]).any():
+        # LA or PA: the alpha channel is not part of the mask; RGB(A): taken when it is gray
+        if values.shape[2] > 2 and (values[..., :3] != values[..., :1]).any():
             raise UserError(f"{path}: a colour mask (expected class indices as a grayscale "
                             "or palette PNG)")
-        else:
-            values = values[..., 0]
+        values = values[..., 0]
     if values.dtype == bool:  # a 1-bit image
         values = values.astype(np.uint8)
     if not np.issubdtype(values.dtype, np.integer):
