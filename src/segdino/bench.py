@@ -77,9 +77,9 @@ def parse_engine(spec: str) -> tuple[str, str]:
 
 
 class PeakMemory:
-    """Peak memory in MB above a baseline: the CUDA allocator's on CUDA; on Linux CPUs the
-    process's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs);
-    None where neither can be read."""
+    """Peak memory in MB above a baseline: the CUDA allocator's on CUDA (which does not see
+    ONNX Runtime's CUDA memory); on Linux CPUs the process's resident-set high-water mark
+    (VmHWM, reset through /proc/self/clear_refs); None where neither can be read."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"

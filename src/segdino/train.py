@@ -41,7 +41,7 @@ from segdino.errors import UserError
 from segdino.feature_cache import CACHE_DTYPES, build_cache
 from segdino.hub import parse_repo_id
 from segdino.model import Preprocessing, SegDINO
-from segdino.runtime import autocast, pick_device
+from segdino.runtime import autocast, keep_freed_memory, pick_device
 from segdino.visualize import grid, overlay, save_curves, save_png
 
 BINARY_LOSSES = ("bce", "bce+dice")  # one class: sigmoid
@@ -269,6 +269,8 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -
     """Run (or resume) training; returns the run folder."""
     device = pick_device(cfg.device)
     ranks, device = init_distributed(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     progress = progress and ranks.main
     if cfg.batch_size % ranks.world:
         raise UserError(f"--batch-size {cfg.batch_size}: the global batch must divide evenly "
