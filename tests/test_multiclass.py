@@ -268,7 +268,8 @@ def test_k_class_model_round_trips_both_layouts(tmp_path: Path) -> None:
     ours = load_segdino(tmp_path / "ours.safetensors").eval()
     assert ours.num_classes == 3 and ours.preprocessing == model.preprocessing
     save_reference(ours, tmp_path / "ref.pth")
-    assert torch.load(tmp_path / "ref.pth")["head.scratch.output_conv.weight"].shape[0] == 3
+    saved = torch.load(tmp_path / "ref.pth", weights_only=True)
+    assert saved["head.scratch.output_conv.weight"].shape[0] == 3
     reference = load_segdino(tmp_path / "ref.pth").eval()
     assert reference.num_classes == 3  # inferred from the classifier's weight
     with torch.no_grad():
