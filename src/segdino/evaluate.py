@@ -34,7 +34,7 @@ from segdino.data.dataset import Pair, find_pairs
 from segdino.data.masks import MaskFormat
 from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.errors import UserError
-from segdino.model import SegDINO
+from segdino.model import Preprocessing, SegDINO
 from segdino.predict import Predictor, add_engine_flags, to_size
 from segdino.visualize import overlay, save_png
 
@@ -45,9 +45,9 @@ Scores = metrics.ImageScores | list[metrics.ImageScores]  # one image's: binary,
 class EvalImages(Dataset):
     """(image at the input size, truth mask at the scoring size, index), decoded in workers."""
 
-    def __init__(self, pairs: list[Pair], size: tuple[int, int], eval_size: str,
+    def __init__(self, pairs: list[Pair], pre: Preprocessing, eval_size: str,
                  mask_format: MaskFormat) -> None:
-        self.pairs, self.size, self.eval_size = pairs, size, eval_size
+        self.pairs, self.pre, self.eval_size = pairs, pre, eval_size
         self.mask_format = mask_format
 
     def __len__(self) -> int:
@@ -56,9 +56,11 @@ class EvalImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, np.ndarray, int]:
         image_path, mask_path = self.pairs[i]
         truth = self.mask_format.read(mask_path)
+        pre = self.pre
         if self.eval_size == "input":
-            truth = self.mask_format.resize(truth, self.size)
-        return image_to_tensor(load_rgb(image_path), self.size), truth, i
+            truth = self.mask_format.resize(truth, pre.input_size)
+        image = image_to_tensor(load_rgb(image_path), pre.input_size, pre.mean, pre.std)
+        return image, truth, i
 
 
 def truth_format(model: SegDINO) -> MaskFormat:
@@ -86,9 +88,8 @@ def evaluate(
     """Score `predictor` on `pairs`; write the report into `out_dir`; return the summary."""
     model = predictor.model
     pre, classes = model.preprocessing, model.num_classes
-    size = pre.input_size
     mask_format = truth_format(model)
-    loader = DataLoader(EvalImages(pairs, size, eval_size, mask_format),
+    loader = DataLoader(EvalImages(pairs, pre, eval_size, mask_format),
                         batch_size=predictor.batch_size, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=predictor.device.type == "cuda")
     rows: list[tuple[str, Scores]] = []
@@ -111,7 +112,7 @@ def evaluate(
            metrics.summarise_classes(scores, classes)),
         "images_per_second": round(len(rows) / seconds, 2),
         "eval_size": eval_size, "hd95_variant": hd95, "spacing": list(spacing),
-        "input_size": list(size),
+        "input_size": list(pre.input_size),
         **({"threshold": pre.threshold} if classes == 1 else
            {"num_classes": classes, "class_names": pre.class_names, "class_map": pre.class_map,
             "ignore_index": pre.ignore_index}),

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from segdino.checkpoint import load_segdino
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
-from segdino.data.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, load_rgb
+from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.engines import ENGINES, make_engine
 from segdino.errors import UserError
 from segdino.model import SegDINO
@@ -101,13 +101,7 @@ class Predictor:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The (3, h, w) network input for an RGB image, by the model's preprocessing."""
         pre = self.model.preprocessing
-        x = image_to_tensor(image, pre.input_size)
-        # image_to_tensor normalises with ImageNet's statistics; this affine map turns that
-        # into the model's own normalisation (exactly the identity for ImageNet's values).
-        std = torch.tensor(pre.std).view(3, 1, 1)
-        scale = torch.tensor(IMAGENET_STD).view(3, 1, 1) / std
-        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(pre.mean)).view(3, 1, 1) / std
-        return x * scale + shift
+        return image_to_tensor(image, pre.input_size, pre.mean, pre.std)
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities, float32 on the CPU, for a preprocessed batch (B, 3, h, w): the

@@ -52,12 +52,19 @@ def _mask_image(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L")
 
 
-def image_to_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+def image_to_tensor(
+    image: Image.Image,
+    size: tuple[int, int],
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
     """A [3, h, w] float32 tensor: bicubic resize to `size` = (h, w), /255, normalised."""
     height, width = size
     resized = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return (x.float() / 255.0 - _MEAN) / _STD
+    if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
+        return (x.float() / 255.0 - _MEAN) / _STD
+    return (x.float() / 255.0 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def mask_to_tensor(mask: np.ndarray | Image.Image, size: tuple[int, int]) -> torch.Tensor:
