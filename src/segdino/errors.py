@@ -9,3 +9,10 @@ propagate like any exception.
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none), for
+    quoting a library's error inside a one-line UserError."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -22,7 +22,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from segdino.errors import UserError
+from segdino.errors import UserError, first_line
 
 # owner/name, then an optional @revision (a branch, tag or commit, as timm writes it)
 _REPO_ID = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>.+))?$")
@@ -85,7 +85,7 @@ def local_path(
         raise UserError(f"{source}: no such file or folder, nor a valid Hub repo id ({exc})"
                         ) from None
     except HfHubHTTPError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserError(f"{repo_id}: the Hugging Face Hub answered with an error ({first})"
                         ) from None
 

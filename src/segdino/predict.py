@@ -220,7 +220,7 @@ def predict_files(
     Two images that would write the same file raise a UserError before anything is written."""
     out, paths = Path(out), [Path(p) for p in paths]
     classes = predictor.model.num_classes
-    _raise(_clashes(paths, out, probabilities, overlays, color))
+    raise_problems("INPUT", _clashes(paths, out, probabilities, overlays, color))
     with tqdm(total=len(paths), unit="image", desc="predicting",
               disable=None if progress else True) as bar:
         for chunk in _chunks(paths, predictor.batch_size):
@@ -238,13 +238,6 @@ def predict_files(
                 if "color" in names:
                     save_png(colour_mask(mask), out / names["color"])
                 bar.update()
-
-
-def _raise(problems: list[str]) -> None:
-    """A UserError for the problems, if any: one as its line, several listed."""
-    if len(problems) == 1:
-        raise UserError(problems[0])
-    raise_problems("INPUT", problems)
 
 
 def _unreadable(path: Path) -> str | None:
@@ -298,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     # PIL releases the GIL while decoding, so threads run in parallel.
     with ThreadPoolExecutor() as pool:
         problems += [p for p in pool.map(_unreadable, paths) if p]
-    _raise(problems)
+    raise_problems("INPUT", problems)
 
     predictor = Predictor.from_checkpoint(
         args.checkpoint, args.backbone, args.device, args.batch_size, args.precision,

@@ -19,7 +19,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from segdino.atomic import write_text
 from segdino.backbone import DinoVisionTransformer
 from segdino.checkpoint import load_segdino, read_metadata, save_segdino
-from segdino.errors import UserError
+from segdino.errors import UserError, first_line
 from segdino.hub import local_path
 from segdino.model import SegDINO
 
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             url = model.push_to_hub(args.push, private=True if args.private else None,
                                     model_card_kwargs=card)
         except (HfHubHTTPError, OSError) as exc:  # refused, not logged in, offline
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UserError(f"--push {args.push}: the upload failed ({first}); the model "
                             f"folder {out} is complete (upload it later with `hf upload "
                             f"{args.push} {out}`)") from None

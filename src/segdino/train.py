@@ -99,6 +99,11 @@ class TrainConfig:
                             f"--num-classes {self.num_classes} (name every class, background "
                             "first)")
 
+    @property
+    def precision(self) -> str:
+        """`--amp` in the terms of `segdino.runtime.autocast`."""
+        return "bf16" if self.amp == "bf16" else "fp32"
+
     def mask_format(self) -> MaskFormat:
         return MaskFormat(self.num_classes, self.class_map, self.ignore_index)
 
@@ -189,7 +194,7 @@ def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: Train
     losses, dices, ious, tiles = [], [], [], []
     for inputs, masks, index in loader:
         inputs, masks = inputs.to(device), masks.to(device)
-        with autocast(device, "bf16" if cfg.amp == "bf16" else "fp32"):
+        with autocast(device, cfg.precision):
             logits = step(inputs)
         losses.append(compute_loss(logits.float(), masks, cfg.loss).item() * len(inputs))
         preds, truths = batch_masks(logits, masks, cfg)
@@ -333,7 +338,6 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -
         history, best, start = json.loads(state["history"]), state["best"], state["epoch"] + 1
         if ranks.main:
             print(f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
-    precision = "bf16" if cfg.amp == "bf16" else "fp32"
 
     for epoch in range(start, cfg.epochs):
         # Shuffling, worker seeds and augmentation draw from RNGs seeded by (seed, epoch):
@@ -352,7 +356,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -
                    disable=not progress)
         for inputs, masks, _ in bar:
             inputs, masks = inputs.to(device), masks.to(device)
-            with autocast(device, precision):
+            with autocast(device, cfg.precision):
                 logits = step(inputs)
             loss = compute_loss(logits.float(), masks, cfg.loss)
             optimizer.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from segdino.errors import UserError
+from segdino.errors import UserError, first_line
 
 StateDict = dict[str, torch.Tensor]
 
@@ -45,7 +45,7 @@ def torch_load(path: Path) -> object:
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except Exception as exc:  # truncated zip, pickle of code, text file: all unreadable here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
 
 

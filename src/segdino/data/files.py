@@ -83,9 +83,12 @@ def check_pair(image: Path, mask: Path) -> str | None:
 
 
 def raise_problems(what: str, problems: list[str], limit: int = 50) -> None:
-    """Raise one UserError listing every problem (the first `limit` in full)."""
+    """Raise one UserError listing every problem (the first `limit` in full); a single
+    problem, which names its file, is the error's one line."""
     if not problems:
         return
+    if len(problems) == 1:
+        raise UserError(problems[0])
     shown = problems[:limit]
     more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
     raise UserError(f"{what}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
