@@ -20,3 +20,27 @@ def tiny_config(name: str) -> dict:
 def fixtures_dir() -> Path:
     assert FIXTURES.is_dir(), f"reference fixtures not found at {FIXTURES}"
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict[str, Path]:
+    """A trained tiny model for the commands that need one: `data` (DATA_DIR with dataset
+    `synth`), `weights` (the tiny backbone under a user's file name), `run` (the run folder)
+    and `ckpt` (its best.safetensors). Tests must not change these files."""
+    import shutil
+
+    from segdino.data.synthetic import make_synthetic_dataset
+    from segdino.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    make_synthetic_dataset(root / "data" / "synth", n_train=8, n_val=4, n_test=4, size=(40, 48),
+                           seed=1)
+    weights = root / "weights" / "tiny_mlp.pth"
+    weights.parent.mkdir()
+    shutil.copy(FIXTURES / "dinov3" / "tiny_mlp.pth", weights)
+    cfg = TrainConfig(data_dir=str(root / "data"), dataset="synth", dino_ckpt=str(weights),
+                      input_h=32, input_w=32, epochs=1, batch_size=4, num_workers=0, seed=3,
+                      save_root=str(root / "runs"), name="run", device="cpu")
+    run = train(cfg, progress=False)
+    return {"data": root / "data", "weights": weights, "run": run,
+            "ckpt": run / "best.safetensors"}
