@@ -18,7 +18,7 @@ from segdino.checkpoint import load_segdino
 from segdino.cli import main
 from segdino.errors import UserError
 from segdino.model import SegDINO
-from segdino.predict import Predictor, predict_files
+from segdino.predict import MANIFEST, Predictor, predict_files
 
 CKPT = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"
 SIZES = [(40, 50), (70, 30), (64, 64), (33, 97), (16, 16)]  # (h, w)
@@ -188,7 +188,7 @@ def test_cli_writes_masks(tmp_path: Path, model_256: SegDINO, capsys) -> None:
             assert np.abs(np.asarray(im) - ref_prob * 255).max() <= 0.5 + 1e-3
         with Image.open(out / f"{path.stem}_overlay.png") as im:
             assert im.mode == "RGB" and im.size == size
-    assert sorted(p.name for p in out.iterdir()) == sorted(expected_files)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*expected_files, MANIFEST])
 
 
 def run_failing(argv: list[str], capsys) -> str:
@@ -246,7 +246,7 @@ def test_predict_files(predictor: Predictor, tmp_path: Path) -> None:
     out = tmp_path / "out"
     predict_files(predictor, [str(p) for p in paths], out, overlays=True, progress=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{k}{suffix}.png" for k in range(4) for suffix in ("", "_overlay"))
+        [MANIFEST, *(f"{k}{suffix}.png" for k in range(4) for suffix in ("", "_overlay"))])
     for path in paths:
         with Image.open(out / f"{path.stem}.png") as im:
             assert np.array_equal(np.asarray(im) == 255, predictor(path))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from segdino.argtypes import int_at_least, open_unit_float
+from segdino.atomic import check_writable_folder, write_text
 from segdino.checkpoint import load_segdino
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import image_to_tensor, load_rgb
@@ -139,62 +143,107 @@ class Predictor:
 # --- segdino predict ---------------------------------------------------------------------
 
 
-def _find_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+MANIFEST = ".segdino-predict.json"  # in the output folder: the files predict wrote there
+
+
+def _read_manifest(out: Path) -> set[str]:
+    """The files (relative, POSIX) that predict wrote in `out`; none if it holds no manifest
+    or an unreadable one (then every existing file counts as the user's)."""
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    files = data.get("files") if isinstance(data, dict) else None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+
+
+def _search(folder: Path, recursive: bool) -> list[Path]:
+    """Image files in `folder`, or with `recursive` in it and its sub-folders (hidden ones
+    skipped), sorted."""
+    if not recursive:
+        return list_images(folder)
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _find_inputs(inputs: Sequence[str], recursive: bool = False, out: Path | None = None
+                 ) -> tuple[dict[Path, Path], list[str]]:
     """The image files that INPUT arguments name (files, folders, glob patterns), in order
-    and without repeats, and one problem line per argument that names none."""
-    found: dict[Path, Path] = {}  # resolved -> as given, so one file named twice runs once
+    and without repeats, each with the sub-folder of `out` its outputs go to (its folder
+    relative to the INPUT folder it was found in, with `recursive`; else none); and one
+    problem line per argument that names none. Folders and patterns skip the files that
+    predict wrote in `out`, so that a rerun does not take its own masks for images."""
+    found: dict[Path, tuple[Path, Path]] = {}  # resolved -> (as given, sub-folder)
+    ours = {(out / f).resolve() for f in _read_manifest(out)} if out else set()
     problems = []
     for arg in inputs:
         path = Path(arg)
         if path.is_dir():
-            paths = list_images(path)
+            paths = [(p, p.parent.relative_to(path)) for p in _search(path, recursive)]
             if not paths:
                 problems.append(f"{arg}: no image files in this folder")
         elif path.is_file():
-            paths = [path]  # named explicitly: taken whatever its extension
+            paths = [(path, Path())]  # named explicitly: taken whatever its extension
         else:
             # A pattern the shell did not expand (quoted, or on Windows).
-            paths = sorted(
-                Path(p) for p in glob.glob(arg)
-                if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS
-            )
+            paths = [(Path(p), Path()) for p in sorted(glob.glob(arg))
+                     if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS]
             if not paths:
                 problems.append(f"{arg}: no such file or folder, and no image matches it as "
                                 "a pattern")
-        for p in paths:
-            found.setdefault(p.resolve(), p)
-    return list(found.values()), problems
+        for p, sub in paths:
+            if path.is_file() or p.resolve() not in ours:
+                found.setdefault(p.resolve(), (p, sub))
+    return dict(found.values()), problems
 
 
-def _output_names(path: Path, probabilities: bool, with_overlay: bool, color: bool = False
-                  ) -> dict[str, str]:
-    """The files written for one image: `mask` `<stem>.png`, and if asked for, `prob`
-    `<stem>_prob.png`, `overlay` `<stem>_overlay.png` and `color` `<stem>_color.png`."""
-    names = {"mask": f"{path.stem}.png"}
-    if probabilities:
-        names["prob"] = f"{path.stem}_prob.png"
-    if with_overlay:
-        names["overlay"] = f"{path.stem}_overlay.png"
-    if color:
-        names["color"] = f"{path.stem}_color.png"
-    return names
+def _output_names(stem: Path, probabilities: bool, with_overlay: bool, color: bool = False
+                  ) -> dict[str, Path]:
+    """The files written for one image whose outputs are `stem` (relative to the output
+    folder, no suffix): `mask` `<stem>.png`, and if asked for, `prob` `<stem>_prob.png`,
+    `overlay` `<stem>_overlay.png` and `color` `<stem>_color.png`."""
+    wanted = {"mask": True, "prob": probabilities, "overlay": with_overlay, "color": color}
+    suffixes = {"mask": "", "prob": "_prob", "overlay": "_overlay", "color": "_color"}
+    return {kind: stem.with_name(f"{stem.name}{suffixes[kind]}.png")
+            for kind, on in wanted.items() if on}
 
 
-def _clashes(paths: list[Path], out: Path, probabilities: bool, with_overlay: bool,
-             color: bool = False) -> list[str]:
-    """A problem line per output file that two images would write, or that is an input."""
+def _stems(paths: Sequence[Path], subfolders: Sequence[str | os.PathLike] | None
+           ) -> list[Path]:
+    """Each image's output path without suffix, relative to the output folder."""
+    subs = [Path()] * len(paths) if subfolders is None else subfolders
+    return [Path(sub, p.stem) for p, sub in zip(paths, subs, strict=True)]
+
+
+def _output_problems(paths: list[Path], stems: list[Path], out: Path, probabilities: bool,
+                     with_overlay: bool, color: bool = False, overwrite: bool = False
+                     ) -> list[str]:
+    """A problem line per output file that two images would write, that is an input, that
+    is a folder, or that exists and predict did not write (unless `overwrite`)."""
     inputs = {p.resolve() for p in paths}
+    ours = _read_manifest(out)
     writers: dict[str, list[Path]] = defaultdict(list)  # output name, lower case -> images
-    shown: dict[str, str] = {}  # output name, lower case -> as first written
+    shown: dict[str, Path] = {}  # output name, lower case -> as first written
     problems = []
-    for p in paths:
-        for name in _output_names(p, probabilities, with_overlay, color).values():
+    for path, stem in zip(paths, stems, strict=True):
+        for name in _output_names(stem, probabilities, with_overlay, color).values():
             # Lower case: on macOS and Windows a.png and A.png are one file.
-            writers[name.lower()].append(p)
-            shown.setdefault(name.lower(), name)
-            if (out / name).resolve() in inputs:
-                problems.append(f"{out / name}: is an input image and would be overwritten "
+            writers[name.as_posix().lower()].append(path)
+            shown.setdefault(name.as_posix().lower(), name)
+            target = out / name
+            if target.resolve() in inputs:
+                # Not even with --overwrite: the image would be lost before it was read.
+                problems.append(f"{target}: is an input image and would be overwritten "
                                 "(choose another --out)")
+            elif target.is_dir():
+                problems.append(f"{target}: is a folder, where a mask would be written "
+                                "(choose another --out)")
+            elif target.exists() and not overwrite and name.as_posix() not in ours:
+                problems.append(f"{target}: exists and segdino predict did not write it "
+                                "(pass --overwrite to replace it, or choose another --out)")
     problems += [
         f"{out / shown[key]}: would be written for each of {', '.join(map(str, ps))} "
         "(rename or leave out all but one)"
@@ -212,31 +261,44 @@ def predict_files(
     overlays: bool = False,
     progress: bool = True,
     color: bool = False,
+    overwrite: bool = False,
+    subfolders: Sequence[str | os.PathLike] | None = None,
 ) -> None:
     """Write `out/<stem>.png` (a 0/255 mask at the image's size; for K classes, its class
     indices 0..K-1) for each image file, and `<stem>_prob.png` (probabilities x 255; for K
     classes, the chosen class's), `<stem>_overlay.png` and `<stem>_color.png` (the mask in
     CLASS_COLOURS) if asked; batch by batch, so that only one batch of images is in memory.
-    Two images that would write the same file raise a UserError before anything is written."""
+    `subfolders` (one per image) puts an image's files in that sub-folder of `out`.
+
+    Nothing is written, and a UserError raised, when two images would write the same file,
+    or an output would replace an input image, or a file that predict did not write before
+    (unless `overwrite`). What it writes is listed in `out/.segdino-predict.json`, so a rerun
+    may replace it."""
     out, paths = Path(out), [Path(p) for p in paths]
+    stems = _stems(paths, subfolders)
     classes = predictor.model.num_classes
-    raise_problems("INPUT", _clashes(paths, out, probabilities, overlays, color))
+    raise_problems("INPUT", _output_problems(paths, stems, out, probabilities, overlays, color,
+                                             overwrite))
+    names = [_output_names(stem, probabilities, overlays, color) for stem in stems]
+    # Listed before they are written: an interrupted run's files are still predict's own.
+    written = _read_manifest(out) | {n.as_posix() for each in names for n in each.values()}
+    write_text(out / MANIFEST, json.dumps({"written_by": "segdino predict",
+                                           "files": sorted(written)}, indent=1) + "\n")
     with tqdm(total=len(paths), unit="image", desc="predicting",
               disable=None if progress else True) as bar:
-        for chunk in _chunks(paths, predictor.batch_size):
-            images = [load_rgb(p) for p in chunk]
+        for chunk in _chunks(list(zip(paths, names, strict=True)), predictor.batch_size):
+            images = [load_rgb(p) for p, _ in chunk]
             results = predictor(images, return_probabilities=True)
-            for path, image, (mask, prob) in zip(chunk, images, results, strict=True):
-                names = _output_names(path, probabilities, overlays, color)
-                save_png(mask, out / names["mask"])
-                if "prob" in names:
+            for (_, files), image, (mask, prob) in zip(chunk, images, results, strict=True):
+                save_png(mask, out / files["mask"])
+                if "prob" in files:
                     chosen = prob if classes == 1 else prob.max(0)
-                    save_png(np.round(chosen * 255).astype(np.uint8), out / names["prob"])
-                if "overlay" in names:
+                    save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
+                if "overlay" in files:
                     save_png(overlay(np.asarray(image), pred=mask, num_classes=classes),
-                             out / names["overlay"])
-                if "color" in names:
-                    save_png(colour_mask(mask), out / names["color"])
+                             out / files["overlay"])
+                if "color" in files:
+                    save_png(colour_mask(mask), out / files["color"])
                 bar.update()
 
 
@@ -255,9 +317,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="image files, folders of images, or glob patterns such as 'x/*.jpg'")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder: DIR/<stem>.png, a 0/255 mask at the image's size "
-                        "(for a K-class model, class indices 0..K-1)")
+                        "(for a K-class model, class indices 0..K-1); files there that predict "
+                        "did not write are never replaced without --overwrite")
     parser.add_argument("--backbone", metavar="PATH",
                         help="the backbone weights, if not found beside the checkpoint")
+    parser.add_argument("--threshold", type=open_unit_float, metavar="T",
+                        help="foreground where the probability is above T (default: the "
+                        "checkpoint's, 0.5); one-class models only")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write DIR/<stem>_prob.png, probabilities scaled to 0-255 "
                         "(for K classes, the chosen class's)")
@@ -265,7 +331,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/<stem>_overlay.png, the mask drawn on the image")
     parser.add_argument("--color", action="store_true",
                         help="also write DIR/<stem>_color.png, the mask in a colour per class")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
+    parser.add_argument("--recursive", action="store_true",
+                        help="also take the images in INPUT folders' sub-folders, their outputs "
+                        "in the same sub-folders of DIR")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable images, with a warning each, instead of stopping")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing files in DIR that predict did not write (never "
+                        "an input image)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, metavar="N",
                         help="images per forward pass (default 8)")
     parser.add_argument("--device", metavar="D",
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
@@ -285,17 +359,37 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    paths, problems = _find_inputs(args.inputs)
-    problems += _clashes(paths, out, args.probabilities, args.overlay, args.color)
+    check_writable_folder(out, "--out")
+    found, problems = _find_inputs(args.inputs, args.recursive, out)
     # Every image is decoded once up front so that all problems show before any work;
     # PIL releases the GIL while decoding, so threads run in parallel.
     with ThreadPoolExecutor() as pool:
-        problems += [p for p in pool.map(_unreadable, paths) if p]
+        reasons = pool.map(_unreadable, found)
+        unreadable = {p: why for p, why in zip(found, reasons, strict=True) if why}
+    if not args.skip_bad:
+        problems += unreadable.values()
+    elif unreadable:
+        found = {p: sub for p, sub in found.items() if p not in unreadable}
+        if not found:
+            problems.append(f"INPUT: none of the {len(unreadable)} image(s) is readable")
+    paths = list(found)
+    problems += _output_problems(paths, _stems(paths, list(found.values())), out,
+                                 args.probabilities, args.overlay, args.color, args.overwrite)
     raise_problems("INPUT", problems)
 
     predictor = Predictor.from_checkpoint(
         args.checkpoint, args.backbone, args.device, args.batch_size, args.precision,
         args.engine)
-    predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color)
+    if args.threshold is not None:
+        if predictor.model.num_classes > 1:
+            raise UserError(f"--threshold: {args.checkpoint} has {predictor.model.num_classes} "
+                            "classes, and a pixel takes the most probable one (a threshold is "
+                            "for one-class models)")
+        predictor.model.preprocessing.threshold = args.threshold
+    if args.skip_bad:  # said once the run is certain to go ahead
+        for why in unreadable.values():
+            print(f"segdino predict: warning: {why} (skipped)", file=sys.stderr)
+    predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color,
+                  overwrite=args.overwrite, subfolders=list(found.values()))
     print(f"{len(paths)} mask(s) written to {out}")
     return 0
