@@ -255,5 +255,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert (out / "run" / "best.safetensors").is_file()
     assert (out / "test" / "summary.json").is_file()
     assert len(list((out / "predictions").glob("*_overlay.png"))) == 2
-    err = error_of(capsys, ["demo", "--out", str(out)])
-    assert "--force" in err
+    # A rerun replaces the earlier demo's folder (marked as the demo's), so `make demo` reruns.
+    (out / "predictions" / "stale.png").write_bytes(b"from the first run")
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--images", "4", "--size", "32",
+                 "--no-progress"]) == 0
+    assert not (out / "predictions" / "stale.png").exists()
+    assert (out / "run" / "best.safetensors").is_file()

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from segdino.argtypes import int_at_least
 from segdino.atomic import write_text
 from segdino.backbone import build_backbone
 from segdino.backbone.factory import resolve_arch
@@ -302,7 +303,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="backbone architecture, randomly initialised (default vits16)")
     parser.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX",
                         help="input height and width, or one number for both (default 256)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], metavar="B",
+    parser.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 8],
+                        metavar="B",
                         help="inference batch sizes (default 1 8)")
     parser.add_argument("--engines", nargs="+", default=list(DEFAULT_ENGINES), metavar="E",
                         help="fp32, bf16, auto (eager PyTorch), or ENGINE[-PRECISION] with "
@@ -314,7 +316,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, default=30.0, metavar="S",
                         help="stop a row's timed calls after S seconds, if 3 or more ran "
                         "(default 30)")
-    parser.add_argument("--train-batch", type=int, default=4,
+    parser.add_argument("--train-batch", type=int_at_least(1), default=4,
                         help="training batch size; 0 skips training (default 4)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--device", metavar="D",

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from segdino.atomic import atomic_path
+from segdino.argtypes import int_at_least
+from segdino.atomic import atomic_path, check_writable_folder, write_text
 from segdino.backbone import VARIANTS, build_backbone
 from segdino.data.dataset import find_pairs
 from segdino.data.synthetic import make_synthetic_dataset
@@ -23,26 +24,37 @@ from segdino.predict import Predictor, predict_files
 from segdino.train import TrainConfig, train
 
 ARCH = "vits16"
+MARKER = ".segdino-demo"  # in the folder demo makes: a rerun may replace that folder, no other
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="folder for everything it makes")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--size", type=int, default=128, help="input height and width")
-    parser.add_argument("--images", type=int, default=96, help="training images to generate")
+    parser.add_argument("--out", default="runs/demo", help="folder for everything it makes "
+                        "(new, empty, or an earlier demo's, which is replaced)")
+    parser.add_argument("--epochs", type=int_at_least(1), default=10)
+    parser.add_argument("--size", type=int_at_least(16), default=128,
+                        help="input height and width")
+    parser.add_argument("--images", type=int_at_least(1), default=96,
+                        help="training images to generate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device")
-    parser.add_argument("--force", action="store_true", help="replace an earlier demo's output")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def claim_folder(out: Path) -> None:
+    """Make `out` an empty folder marked as the demo's: new, or empty, or an earlier demo's
+    (replaced). Anything else is refused, since it holds what the user made."""
+    check_writable_folder(out, "--out")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise UserError(f"--out {out}: exists, is not empty and is not a folder of "
+                            f"segdino demo (no {MARKER} in it); choose another --out")
+        shutil.rmtree(out)
+    write_text(out / MARKER, "made by segdino demo; a rerun replaces this folder\n")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise UserError(f"--out {out}: exists and is not empty (pass --force to replace "
-                            "it, or choose another --out)")
-        shutil.rmtree(out)
+    claim_folder(out)
     progress = not args.no_progress
     print(f"1/4 generating a synthetic dataset in {out / 'data'}")
     data = make_synthetic_dataset(out / "data" / "synthetic", n_train=args.images,

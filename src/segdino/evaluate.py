@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from segdino import metrics
+from segdino.argtypes import int_at_least, open_unit_float
 from segdino.atomic import write_text
 from segdino.backbone.factory import check_arch
 from segdino.data.dataset import Pair, find_pairs
@@ -230,18 +231,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "classes (default: the checkpoint's; see segdino train --class-map)")
     parser.add_argument("--ignore-index", type=int, metavar="N",
                         help="a mask value that is no class (default: the checkpoint's)")
-    parser.add_argument("--dice-thr", type=float, help="default: the checkpoint's (0.5)")
+    parser.add_argument("--dice-thr", type=open_unit_float, help="default: the checkpoint's (0.5)")
     parser.add_argument("--save-root", default="runs")
     parser.add_argument("--name", help="report folder under --save-root")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8)
+    parser.add_argument("--num-workers", type=int_at_least(0), default=2)
     parser.add_argument("--eval-size", choices=EVAL_SIZES, default="native",
                         help="score at each image's own size (default) or at the input size "
                         "(the reference's protocol)")
     parser.add_argument("--hd95", choices=list(metrics.HD95_VARIANTS), default="standard")
     parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW", "COL"),
                         default=(1.0, 1.0), help="pixel size, for HD95 in millimetres")
-    parser.add_argument("--worst", type=int, default=8, help="overlays of the N worst images")
+    parser.add_argument("--worst", type=int_at_least(0), default=8,
+                        help="overlays of the N worst images")
     parser.add_argument("--device")
     add_engine_flags(parser)
     parser.add_argument("--no-progress", action="store_true")

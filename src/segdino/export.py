@@ -27,7 +27,8 @@ from types import ModuleType
 
 import torch
 
-from segdino.atomic import atomic_path, write_text
+from segdino.argtypes import int_between
+from segdino.atomic import atomic_path, check_writable_file, write_text
 from segdino.backbone.variants import variant_name
 from segdino.checkpoint import load_segdino
 from segdino.errors import UserError
@@ -36,6 +37,9 @@ from segdino.model import SegDINO
 FORMAT = "segdino-onnx"
 VERSION = 1
 MIN_OPSET = 17  # LayerNormalization
+# The TorchScript exporter's newest (torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET,
+# a private name, so not imported).
+MAX_OPSET = 20
 INPUT, OUTPUT = "images", "logits"
 
 
@@ -73,12 +77,33 @@ def _import_onnx() -> ModuleType:
     return onnx
 
 
+def _is_ours(path: Path) -> bool:
+    """Whether `path` is a file that export wrote: a model with our metadata, or its JSON."""
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+            return False
+    onnx = _import_onnx()
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # any file that onnx cannot parse (it raises many types) is not ours
+        return False
+    return any(entry.key == "segdino" for entry in proto.metadata_props)
+
+
 def _check_target(path: Path, opset: int) -> None:
-    """A UserError for an output name or opset that export cannot write."""
+    """A UserError for an output name or opset that export cannot write, or for files it
+    would replace that it did not write: the user's, never to be lost."""
     if path.suffix != ".onnx":
         raise UserError(f"--out {path}: expected a file name ending in .onnx")
-    if opset < MIN_OPSET:
-        raise UserError(f"--opset {opset}: expected {MIN_OPSET} or more")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UserError(f"--opset {opset}: expected {MIN_OPSET} to {MAX_OPSET}")
+    for target in (path, path.with_suffix(".json")):
+        check_writable_file(target, "--out")
+        if target.exists() and not _is_ours(target):
+            raise UserError(f"--out {path}: {target} exists and is not an export of segdino "
+                            "(choose another --out, or move it away)")
 
 
 def export_onnx(model: SegDINO, path: str | Path, opset: int = MIN_OPSET) -> dict:
@@ -127,11 +152,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="onnx (default; the only one so far)")
     parser.add_argument("--out", metavar="FILE",
                         help="the .onnx file to write (default: CKPT with .onnx); its "
-                        "metadata goes beside it as .json")
+                        "metadata goes beside it as .json; files there are replaced only if "
+                        "export wrote them")
     parser.add_argument("--backbone", metavar="PATH",
                         help="the backbone weights, if not found beside the checkpoint")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET,
-                        help=f"ONNX opset (default and minimum {MIN_OPSET})")
+    parser.add_argument("--opset", type=int_between(MIN_OPSET, MAX_OPSET), default=MIN_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET} (the default) to {MAX_OPSET}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from segdino.atomic import write_text
+from segdino.atomic import check_writable_folder, write_text
 from segdino.backbone import DinoVisionTransformer
 from segdino.checkpoint import load_segdino, read_metadata, save_segdino
 from segdino.errors import UserError, first_line
@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if not checkpoint.is_file():
         raise UserError(f"{run_dir}: no best.safetensors there (expected a run folder of "
                         "`segdino train`)")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: exists and is not an empty folder (choose a new OUT_DIR)")
+    check_writable_folder(out, "OUT_DIR")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"OUT_DIR {out}: exists and is not an empty folder (choose a new OUT_DIR)")
     if args.test_summary and not Path(args.test_summary).is_file():
         raise UserError(f"--test-summary {args.test_summary}: no such file (expected the "
                         "summary.json of `segdino test`)")

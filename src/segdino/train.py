@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from segdino import metrics
+from segdino.argtypes import int_at_least, open_unit_float
 from segdino.atomic import atomic_path, write_text
 from segdino.backbone import load_backbone, resolve_arch
 from segdino.backbone.formats import torch_load
@@ -418,7 +419,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-ext", default=d.img_ext)
     parser.add_argument("--mask-ext", default=d.mask_ext)
     parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--loss", choices=LOSSES, help="bce (the default) or bce+dice for one "
@@ -440,12 +441,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "that is no class: left out of the loss and the metrics")
     parser.add_argument("--class-names", nargs="+", metavar="NAME",
                         help="the K classes' names, background first (for reports)")
-    parser.add_argument("--num-workers", type=int, default=d.num_workers)
+    parser.add_argument("--num-workers", type=int_at_least(0), default=d.num_workers)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best there is)")
     parser.add_argument("--amp", choices=("none", "bf16"), default=d.amp,
                         help="bf16 mixed precision")
-    parser.add_argument("--dice-thr", type=float, default=d.dice_thr)
+    parser.add_argument("--dice-thr", type=open_unit_float, default=d.dice_thr)
     parser.add_argument("--save-root", default=d.save_root)
     parser.add_argument("--name", help="run folder name under --save-root")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
