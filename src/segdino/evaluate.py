@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from segdino import metrics
 from segdino.argtypes import int_at_least, open_unit_float
-from segdino.atomic import write_text
+from segdino.atomic import check_writable_folder, write_text
 from segdino.backbone.factory import check_arch
 from segdino.data.dataset import Pair, find_pairs
 from segdino.data.masks import MaskFormat
@@ -278,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = find_pairs(split_dir, args.img_dir_name, args.label_dir_name, args.img_ext,
                        args.mask_ext, mask_format)
     out_dir = Path(args.save_root) / (args.name or f"test_{args.dataset}_{args.split}")
+    check_writable_folder(out_dir, "--save-root")
     summary = evaluate(predictor, pairs, out_dir, args.eval_size, args.hd95,
                        tuple(args.spacing), args.worst, args.num_workers,
                        progress=not args.no_progress)

@@ -218,16 +218,25 @@ def _stems(paths: Sequence[Path], subfolders: Sequence[str | os.PathLike] | None
     return [Path(sub, p.stem) for p, sub in zip(paths, subs, strict=True)]
 
 
+def _one_line(paths: list[Path], what: str, fix: str) -> list[str]:
+    """One problem line for output files that share a problem: the first named, the rest
+    counted (a folder of them is one mistake, not a page of lines)."""
+    if not paths:
+        return []
+    more = f" (and {len(paths) - 1} more like it)" if len(paths) > 1 else ""
+    return [f"{paths[0]}{more}: {what} ({fix})"]
+
+
 def _output_problems(paths: list[Path], stems: list[Path], out: Path, probabilities: bool,
                      with_overlay: bool, color: bool = False, overwrite: bool = False
                      ) -> list[str]:
-    """A problem line per output file that two images would write, that is an input, that
-    is a folder, or that exists and predict did not write (unless `overwrite`)."""
+    """Problem lines for output files that two images would write, that are inputs, that
+    are folders, or that exist and predict did not write (unless `overwrite`)."""
     inputs = {p.resolve() for p in paths}
     ours = _read_manifest(out)
     writers: dict[str, list[Path]] = defaultdict(list)  # output name, lower case -> images
     shown: dict[str, Path] = {}  # output name, lower case -> as first written
-    problems = []
+    are_inputs, are_folders, are_users = [], [], []
     for path, stem in zip(paths, stems, strict=True):
         for name in _output_names(stem, probabilities, with_overlay, color).values():
             # Lower case: on macOS and Windows a.png and A.png are one file.
@@ -235,15 +244,18 @@ def _output_problems(paths: list[Path], stems: list[Path], out: Path, probabilit
             shown.setdefault(name.as_posix().lower(), name)
             target = out / name
             if target.resolve() in inputs:
-                # Not even with --overwrite: the image would be lost before it was read.
-                problems.append(f"{target}: is an input image and would be overwritten "
-                                "(choose another --out)")
+                are_inputs.append(target)
             elif target.is_dir():
-                problems.append(f"{target}: is a folder, where a mask would be written "
-                                "(choose another --out)")
+                are_folders.append(target)
             elif target.exists() and not overwrite and name.as_posix() not in ours:
-                problems.append(f"{target}: exists and segdino predict did not write it "
-                                "(pass --overwrite to replace it, or choose another --out)")
+                are_users.append(target)
+    # An input is not replaced even with --overwrite: it would be lost before it was read.
+    problems = _one_line(are_inputs, "is an input image and would be overwritten",
+                         "choose another --out")
+    problems += _one_line(are_folders, "is a folder, where an output file would go",
+                          "choose another --out")
+    problems += _one_line(are_users, "exists and segdino predict did not write it",
+                          "pass --overwrite to replace it, or choose another --out")
     problems += [
         f"{out / shown[key]}: would be written for each of {', '.join(map(str, ps))} "
         "(rename or leave out all but one)"

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from segdino import metrics
 from segdino.argtypes import int_at_least, open_unit_float
-from segdino.atomic import atomic_path, write_text
+from segdino.atomic import atomic_path, check_writable_folder, write_text
 from segdino.backbone import load_backbone, resolve_arch
 from segdino.backbone.formats import torch_load
 from segdino.checkpoint import save_segdino
@@ -283,6 +283,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -
                         f"among the {ranks.world} processes")
     name = cfg.name or f"{cfg.dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = resume or Path(cfg.save_root) / name
+    check_writable_folder(run_dir, "--resume" if resume else "--save-root")
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir}: run folder exists and is not empty (choose another "
                         f"--name, or continue it with --resume {run_dir})")
