@@ -67,8 +67,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def _folder_problem(folder: Path) -> str | None:
-    """Why files cannot be written in `folder` (existing or to be made), or None."""
+def folder_problem(folder: Path) -> str | None:
+    """Why files cannot be written in `folder` (existing or to be made), or None. Nothing
+    is created."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -85,7 +86,7 @@ def check_writable_folder(path: str | os.PathLike, flag: str) -> None:
     """A UserError naming `flag` and `path` unless files can be written in folder `path`,
     existing or to be made: no part of it may be a file, and its nearest existing folder
     must be writable. Nothing is created."""
-    if problem := _folder_problem(Path(path)):
+    if problem := folder_problem(Path(path)):
         raise UserError(f"{flag} {path}: {problem}")
 
 
@@ -94,6 +95,6 @@ def check_writable_file(path: str | os.PathLike, flag: str) -> None:
     folder, and files can be written in its folder (see `check_writable_folder`)."""
     path = Path(path)
     problem = "is a folder, expected a file name" if path.is_dir() else \
-        _folder_problem(path.parent)
+        folder_problem(path.parent)
     if problem:
         raise UserError(f"{flag} {path}: {problem}")

@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segdino.argtypes import int_at_least, open_unit_float
-from segdino.atomic import check_writable_folder, write_text
+from segdino.atomic import check_writable_folder, folder_problem, write_text
 from segdino.checkpoint import load_segdino
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import image_to_tensor, load_rgb
@@ -230,13 +230,17 @@ def _one_line(paths: list[Path], what: str, fix: str) -> list[str]:
 def _output_problems(paths: list[Path], stems: list[Path], out: Path, probabilities: bool,
                      with_overlay: bool, color: bool = False, overwrite: bool = False
                      ) -> list[str]:
-    """Problem lines for output files that two images would write, that are inputs, that
-    are folders, or that exist and predict did not write (unless `overwrite`)."""
+    """Problem lines for output folders that cannot be written, and for output files that
+    two images would write, that are inputs, that are folders, or that exist and predict did
+    not write (unless `overwrite`)."""
     inputs = {p.resolve() for p in paths}
     ours = _read_manifest(out)
     writers: dict[str, list[Path]] = defaultdict(list)  # output name, lower case -> images
     shown: dict[str, Path] = {}  # output name, lower case -> as first written
     are_inputs, are_folders, are_users = [], [], []
+    folders = {out / stem.parent for stem in stems}
+    problems = [f"{folder}: {why}" for folder in sorted(folders)
+                if (why := folder_problem(folder))]
     for path, stem in zip(paths, stems, strict=True):
         for name in _output_names(stem, probabilities, with_overlay, color).values():
             # Lower case: on macOS and Windows a.png and A.png are one file.
@@ -250,8 +254,8 @@ def _output_problems(paths: list[Path], stems: list[Path], out: Path, probabilit
             elif target.exists() and not overwrite and name.as_posix() not in ours:
                 are_users.append(target)
     # An input is not replaced even with --overwrite: it would be lost before it was read.
-    problems = _one_line(are_inputs, "is an input image and would be overwritten",
-                         "choose another --out")
+    problems += _one_line(are_inputs, "is an input image and would be overwritten",
+                          "choose another --out")
     problems += _one_line(are_folders, "is a folder, where an output file would go",
                           "choose another --out")
     problems += _one_line(are_users, "exists and segdino predict did not write it",
@@ -382,8 +386,8 @@ def run(args: argparse.Namespace) -> int:
         problems += unreadable.values()
     elif unreadable:
         found = {p: sub for p, sub in found.items() if p not in unreadable}
-        if not found:
-            problems.append(f"INPUT: none of the {len(unreadable)} image(s) is readable")
+        if not found:  # nothing left to skip to
+            problems += unreadable.values()
     paths = list(found)
     problems += _output_problems(paths, _stems(paths, list(found.values())), out,
                                  args.probabilities, args.overlay, args.color, args.overwrite)
