@@ -238,9 +238,12 @@ def _output_problems(paths: list[Path], stems: list[Path], out: Path, probabilit
     writers: dict[str, list[Path]] = defaultdict(list)  # output name, lower case -> images
     shown: dict[str, Path] = {}  # output name, lower case -> as first written
     are_inputs, are_folders, are_users = [], [], []
-    folders = {out / stem.parent for stem in stems}
-    problems = [f"{folder}: {why}" for folder in sorted(folders)
-                if (why := folder_problem(folder))]
+    problems, blocked = [], []
+    for folder in sorted({out / stem.parent for stem in stems}):
+        # Sorted, a folder comes before its sub-folders, whose problem is the same one.
+        if not any(b in folder.parents for b in blocked) and (why := folder_problem(folder)):
+            blocked.append(folder)
+            problems.append(f"{folder}: {why}")
     for path, stem in zip(paths, stems, strict=True):
         for name in _output_names(stem, probabilities, with_overlay, color).values():
             # Lower case: on macOS and Windows a.png and A.png are one file.
