@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 import pytest
 
-from segdino.atomic import atomic_path, write_text
+from segdino.atomic import atomic_path, check_writable_file, check_writable_folder, write_text
+from segdino.errors import UserError
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> None:
@@ -25,3 +27,34 @@ def test_written_file_has_the_umask_mode(tmp_path) -> None:
     os.umask(mask)
     write_text(tmp_path / "a.txt", "x")
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_refused_write_is_one_line_naming_the_file(tmp_path, monkeypatch) -> None:
+    def full_disk(*_: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    target = tmp_path / "mask.png"
+    with pytest.raises(UserError, match=f"^{target}: cannot write \\(No space left on device\\)$"):
+        write_text(target, "x")
+    assert not list(tmp_path.iterdir())  # no temporary left behind
+
+
+def test_an_error_reading_another_file_is_not_the_writes(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "out.txt"):
+        (tmp_path / "missing.txt").read_text()
+
+
+def test_a_folder_under_a_file_cannot_be_written(tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=f"^{tmp_path}/file/a/b.txt: cannot write"):
+        write_text(tmp_path / "file" / "a" / "b.txt", "x")
+    with pytest.raises(UserError, match=f"^--out {tmp_path}/file/a: {tmp_path}/file is a file"):
+        check_writable_folder(tmp_path / "file" / "a", "--out")
+    with pytest.raises(UserError, match=f"^--out {tmp_path}/file: is a file, not a folder"):
+        check_writable_folder(tmp_path / "file", "--out")
+    with pytest.raises(UserError, match=f"^--out {tmp_path}: is a folder, expected a file"):
+        check_writable_file(tmp_path, "--out")
+    check_writable_folder(tmp_path / "new" / "deeper", "--out")  # to be made: fine
+    check_writable_file(tmp_path / "file", "--out")  # an existing file may be replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing made
