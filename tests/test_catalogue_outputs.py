@@ -104,6 +104,12 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "publish into a file": ("publish {run} {t}/file.txt", ["OUT_DIR", "{t}/file.txt"]),
     "publish under a file": ("publish {run} {t}/file.txt/model", ["OUT_DIR", "{t}/file.txt"]),
     "publish into a used folder": ("publish {run} {t}/used", ["OUT_DIR", "{t}/used"]),
+    "publish without OUT_DIR": ("publish {run}", ["OUT_DIR"]),
+    "publish --push-only without --push": ("publish --push-only {t}/used", ["--push-only"]),
+    "publish --push-only a folder that is no model's": (
+        "publish --push-only {run} --push me/model", ["--push-only", "{run}"]),
+    "publish --push-only with RUN_DIR": (
+        "publish {run} --push-only {t}/used --push me/model", ["--push-only"]),
     # test
     "test --worst -1": ("test --ckpt {ckpt} --data-dir {data} --dataset synth --worst=-1",
                         ["--worst"]),
@@ -291,3 +297,18 @@ def test_export_replaces_its_own_export(world: dict[str, Path]) -> None:
         outcome = run_segdino("export", world["ckpt"], "--out", out)
         assert outcome.code == 0, outcome.stderr
     assert sorted(p.name for p in world["t"].glob("model.*")) == ["model.json", "model.onnx"]
+
+
+def test_push_only_uploads_a_published_folder(world: dict[str, Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read once, at import
+    folder = world["t"] / "model"
+    assert run_segdino("publish", world["run"], folder).code == 0
+    before = disk(folder)
+    # offline the upload fails: one line, and the folder as it was
+    outcome = run_segdino("publish", "--push-only", folder, "--push", "me/model")
+    assert_refused(outcome, ["--push me/model: the upload failed", str(folder)])
+    assert disk(folder) == before
