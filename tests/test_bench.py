@@ -59,7 +59,6 @@ def test_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--engines", "fp32", "tensorrt"], "--engines tensorrt: expected"),
-    (["--batch-sizes", "0"], "--batch-sizes 0: expected 1 or more"),
     (["--size", "1", "2", "3"], "--size 1 2 3: expected one or two numbers"),
     (["--arch", "vitq"], "unknown backbone architecture 'vitq'"),
 ])

@@ -135,7 +135,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                  ["--save-root", "{t}/file.txt"]),
     # bench
     "bench --batch-sizes 1 0": ("bench --batch-sizes 1 0", ["--batch-sizes"]),
-    "bench --train-batch 0": ("bench --train-batch 0", ["--train-batch"]),
+    "bench --train-batch -1": ("bench --train-batch=-1", ["--train-batch"]),
+    "bench --size 0": ("bench --size 0", ["--size"]),
+    "bench --repeats 0": ("bench --repeats 0", ["--repeats"]),
 }
 
 

@@ -301,7 +301,7 @@ def _hardware(device: torch.device) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="vits16",
                         help="backbone architecture, randomly initialised (default vits16)")
-    parser.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX",
+    parser.add_argument("--size", type=int_at_least(1), nargs="+", default=[256], metavar="PX",
                         help="input height and width, or one number for both (default 256)")
     parser.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 8],
                         metavar="B",
@@ -310,13 +310,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="fp32, bf16, auto (eager PyTorch), or ENGINE[-PRECISION] with "
                         f"ENGINE one of {', '.join(ENGINES)} (default: "
                         f"{' '.join(DEFAULT_ENGINES)}; eager fp32 always runs first)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    parser.add_argument("--repeats", type=int, default=10,
+    parser.add_argument("--warmup", type=int_at_least(1), default=2,
+                        help="untimed calls first (default 2)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=10,
                         help="timed calls; the median counts (default 10)")
     parser.add_argument("--budget", type=float, default=30.0, metavar="S",
                         help="stop a row's timed calls after S seconds, if 3 or more ran "
                         "(default 30)")
-    parser.add_argument("--train-batch", type=int_at_least(1), default=4,
+    parser.add_argument("--train-batch", type=int_at_least(0), default=4,
                         help="training batch size; 0 skips training (default 4)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--device", metavar="D",
@@ -328,11 +329,6 @@ def run(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         raise UserError(f"--size {' '.join(map(str, args.size))}: expected one or two numbers")
     size = (args.size[0], args.size[-1])
-    for flag, values in (("--size", args.size), ("--batch-sizes", args.batch_sizes)):
-        if min(values) < 1:
-            raise UserError(f"{flag} {' '.join(map(str, values))}: expected 1 or more")
-    if args.warmup < 1 or args.repeats < 1 or args.train_batch < 0:
-        raise UserError("--warmup and --repeats: expected 1 or more; --train-batch: 0 or more")
     specs = [parse_engine(spec) for spec in args.engines]
     device = pick_device(args.device)
     arch = resolve_arch(args.arch)
