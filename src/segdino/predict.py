@@ -181,11 +181,12 @@ def _find_inputs(inputs: Sequence[str], recursive: bool = False, out: Path | Non
     problems = []
     for arg in inputs:
         path = Path(arg)
+        explicit = path.is_file()
         if path.is_dir():
             paths = [(p, p.parent.relative_to(path)) for p in _search(path, recursive)]
             if not paths:
                 problems.append(f"{arg}: no image files in this folder")
-        elif path.is_file():
+        elif explicit:
             paths = [(path, Path())]  # named explicitly: taken whatever its extension
         else:
             # A pattern the shell did not expand (quoted, or on Windows).
@@ -195,7 +196,7 @@ def _find_inputs(inputs: Sequence[str], recursive: bool = False, out: Path | Non
                 problems.append(f"{arg}: no such file or folder, and no image matches it as "
                                 "a pattern")
         for p, sub in paths:
-            if path.is_file() or p.resolve() not in ours:
+            if explicit or p.resolve() not in ours:
                 found.setdefault(p.resolve(), (p, sub))
     return dict(found.values()), problems
 
