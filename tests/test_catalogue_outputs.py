@@ -18,6 +18,9 @@ import pytest
 from catalogue import assert_refused, run_segdino, snapshot
 from PIL import Image
 
+from segdino.backbone import load_backbone
+from segdino.checkpoint import save_segdino
+from segdino.model import SegDINO
 from segdino.predict import MANIFEST, Predictor
 
 # Command lines and the names their error must hold, with {ckpt}, {run}, {data}, {weights}
@@ -314,3 +317,15 @@ def test_push_only_uploads_a_published_folder(world: dict[str, Path],
     outcome = run_segdino("publish", "--push-only", folder, "--push", "me/model")
     assert_refused(outcome, ["--push me/model: the upload failed", str(folder)])
     assert disk(folder) == before
+
+
+def test_threshold_refused_for_a_k_class_model(world: dict[str, Path],
+                                               tiny_run: dict[str, Path]) -> None:
+    k3 = world["t"] / "k3.safetensors"
+    save_segdino(SegDINO(load_backbone(tiny_run["weights"]), num_classes=3), k3,
+                 tiny_run["weights"])
+    before = disk(world["t"])
+    outcome = run_segdino("predict", k3, world["t"] / "img", "--out", world["t"] / "new",
+                          "--threshold", "0.3", "--device", "cpu")
+    assert_refused(outcome, ["--threshold", str(k3)])
+    assert disk(world["t"]) == before
