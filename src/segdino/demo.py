@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def claim_folder(out: Path) -> None:
+def _claim_folder(out: Path) -> None:
     """Make `out` an empty folder marked as the demo's: new, or empty, or an earlier demo's
     (replaced). Anything else is refused, since it holds what the user made."""
     check_writable_folder(out, "--out")
@@ -54,7 +54,7 @@ def claim_folder(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    claim_folder(out)
+    _claim_folder(out)
     progress = not args.no_progress
     print(f"1/4 generating a synthetic dataset in {out / 'data'}")
     data = make_synthetic_dataset(out / "data" / "synthetic", n_train=args.images,
