@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from segdino.checkpoint import load_segdino
+from segdino.checkpoint import add_allow_other_backbone, load_segdino
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.engines import ENGINES, make_engine
@@ -94,9 +94,13 @@ class Predictor:
         batch_size: int = 8,
         precision: str = "auto",
         engine: str = "torch",
+        *,
+        allow_other_backbone: bool = False,
     ) -> Predictor:
-        """A predictor for a checkpoint in our format or the reference's `.pth` layout."""
-        return cls(load_segdino(path, backbone), device, batch_size, precision, engine)
+        """A predictor for a checkpoint in our format or the reference's `.pth` layout
+        (`backbone` and `allow_other_backbone` as `load_segdino` takes them)."""
+        model = load_segdino(path, backbone, allow_other_backbone=allow_other_backbone)
+        return cls(model, device, batch_size, precision, engine)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The (3, h, w) network input for an RGB image, by the model's preprocessing."""
@@ -258,6 +262,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "(for a K-class model, class indices 0..K-1)")
     parser.add_argument("--backbone", metavar="PATH",
                         help="the backbone weights, if not found beside the checkpoint")
+    add_allow_other_backbone(parser)
     parser.add_argument("--probabilities", action="store_true",
                         help="also write DIR/<stem>_prob.png, probabilities scaled to 0-255 "
                         "(for K classes, the chosen class's)")
@@ -272,11 +277,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_engine_flags(parser)
 
 
-def add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    """--precision and --engine, as `segdino predict` and `segdino test` take them."""
-    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
-                        help="auto (default: bf16 where the CPU or GPU computes it natively, "
-                        "else fp32), fp32, or bf16 mixed precision")
+def add_engine_flags(parser: argparse.ArgumentParser, precision: str = "auto") -> None:
+    """--precision (default `precision`) and --engine, as `segdino predict` and `segdino test`
+    take them."""
+    auto = "bf16 where the CPU or GPU computes it natively, else fp32"
+    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=precision,
+                        help=f"auto ({auto}), fp32 or bf16 mixed precision (default "
+                        f"{precision})")
     parser.add_argument("--engine", choices=ENGINES, default="torch",
                         help="torch (default: eager PyTorch), compile (torch.compile: slow "
                         "first batch, then faster) or onnx (ONNX Runtime, float32; needs "
@@ -295,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_checkpoint(
         args.checkpoint, args.backbone, args.device, args.batch_size, args.precision,
-        args.engine)
+        args.engine, allow_other_backbone=args.allow_other_backbone)
     predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color)
     print(f"{len(paths)} mask(s) written to {out}")
     return 0

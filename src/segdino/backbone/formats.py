@@ -49,18 +49,31 @@ def torch_load(path: Path) -> object:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
 
 
+def check_finite(sd: Mapping[str, torch.Tensor], where: str | Path) -> None:
+    """A UserError naming `where` when a floating-point tensor holds NaN or infinity: such
+    weights (a diverged run, a damaged copy) would give garbage masks without any error."""
+    bad = [key for key, value in sd.items()
+           if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise UserError(f"{where}: tensor {bad[0]!r}{more} holds NaN or infinite values "
+                        "(a damaged file or a diverged training run)")
+
+
 def safetensors_load(path: Path) -> StateDict:
     try:
-        return load_file(path)
+        sd = load_file(path)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+        raise UserError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+    check_finite(sd, path)
+    return sd
 
 
 def read_tensors(path: Path) -> StateDict:
     """A file of tensors: safetensors by suffix, else a PyTorch checkpoint (state dict,
-    possibly wrapped in `{"state_dict": ...}` or `{"model": ...}`)."""
+    possibly wrapped in `{"state_dict": ...}` or `{"model": ...}`), its values all finite."""
     if path.suffix == ".safetensors":
         return safetensors_load(path)
     obj = torch_load(path)
@@ -71,6 +84,7 @@ def read_tensors(path: Path) -> StateDict:
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    check_finite(obj, path)
     return dict(obj)
 
 
