@@ -253,10 +253,12 @@ def find_backbone_file(meta: dict, checkpoint: Path) -> Path:
             differs = differs or candidate
     if differs is not None:
         raise UserError(f"{differs}: SHA-256 differs from the backbone {checkpoint} "
-                        "was trained with; pass the right file with --backbone")
+                        "was trained with; pass the right file with --backbone (segdino test: "
+                        "--dino-ckpt)")
     raise UserError(f"{checkpoint}: needs the backbone weights {info['file']} "
                     f"(sha256 {info['sha256'][:12]}...); put the file beside the checkpoint, "
-                    "set SEGDINO_WEIGHTS to its folder, or pass it with --backbone")
+                    "set SEGDINO_WEIGHTS to its folder, or pass it with --backbone (segdino "
+                    "test: --dino-ckpt)")
 
 
 def verify_backbone(
@@ -334,9 +336,12 @@ def _load_ours(
         net = load_backbone(backbone)
     else:
         net = load_backbone(find_backbone_file(meta, path))
-    if net.config.to_dict() != meta["backbone"]["config"]:
-        raise UserError(f"{path}: was trained on another backbone "
-                        f"({meta['backbone'].get('arch') or 'a custom ViT'})")
+    trained, found = meta["backbone"]["config"], net.config.to_dict()
+    if found != trained:
+        differ = ", ".join(f"{k} {trained.get(k)} not {found.get(k)}"
+                           for k in sorted(trained.keys() | found.keys())
+                           if trained.get(k) != found.get(k))
+        raise UserError(f"{path}: was trained on another backbone architecture ({differ})")
     model = SegDINO(net, meta["num_classes"], meta["layers"])
     _load_head(model, read_tensors(path), path)
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
@@ -361,6 +366,9 @@ def _load_reference(
     parts: dict[str, StateDict] = {"backbone": {}, "head": {}}
     for key, value in sd.items():
         prefix, _, rest = key.partition(".")
+        if prefix not in parts and "cls_token" in sd:
+            raise UserError(f"{path}: holds DINOv3 backbone weights, not a trained SegDINO "
+                            "model (give those with --dino-ckpt or --backbone)")
         if prefix not in parts:
             raise UserError(f"{path}: unexpected key {key!r} (a SegDINO checkpoint holds "
                             "backbone.* and head.* keys)")

@@ -14,6 +14,7 @@ config states (`num_heads`, `norm_eps`, `rope_base`), since the keys cannot tell
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,9 +45,15 @@ def torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except Exception as exc:  # truncated zip, pickle of code, text file: all unreadable here
+    except pickle.UnpicklingError:
+        # torch's own text here is pages long and is about trusting the file: not loading it
+        # is the point, since weights_only=True runs no code from a checkpoint
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (not a PyTorch file, or one "
+                        "that holds more than tensors: segdino loads tensors only)") from None
+    except Exception as exc:  # truncated zip, empty file: unreadable here
         first = first_line(exc)
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (damaged, truncated or "
+                        f"empty: {first[:160]})") from None
 
 
 def check_finite(sd: Mapping[str, torch.Tensor], where: str | Path) -> None:
