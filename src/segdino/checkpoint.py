@@ -417,8 +417,9 @@ def _reference_backbone(
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
+    # a backbone given to the API may already sit on a GPU; the checkpoint's is on the CPU
     return sa.keys() == sb.keys() and all(
-        sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+        sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa)
 
 
 def describe_sources(model: SegDINO) -> dict:
