@@ -12,6 +12,7 @@ The reference's layout (users' `tn3k.pth`) is one PyTorch state dict with `backb
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -28,9 +29,9 @@ from segdino.atomic import atomic_path
 from segdino.backbone import DinoVisionTransformer, load_backbone
 from segdino.backbone.formats import StateDict, read_tensors
 from segdino.backbone.variants import variant_name
-from segdino.errors import UserError
+from segdino.errors import UserError, first_line
 from segdino.hub import WEIGHT_FILES, cache_origin, local_path
-from segdino.model import Preprocessing, SegDINO
+from segdino.model import PROJECTION_CHANNELS, Preprocessing, SegDINO
 
 FORMAT = "segdino"
 VERSION = 1
@@ -85,13 +86,20 @@ def sha256(path: Path) -> str:
     return _SHA_CACHE[key]
 
 
-def describe_weights(source: str | Path) -> dict:
-    """How our format records backbone weights: the file's name, path and SHA-256, and its
-    Hub repo id and commit when the file is in the Hub cache (so it can be fetched again)."""
-    path = local_path(source, WEIGHT_FILES, local_files_only=True)  # loaded, hence cached
+def weights_file(source: str | Path, local_files_only: bool = False) -> Path:
+    """The one file that holds backbone weights given as a file, a folder (its
+    model.safetensors) or a Hub repo id (through the Hub cache)."""
+    path = local_path(source, WEIGHT_FILES, local_files_only=local_files_only)
     file = path / "model.safetensors" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{source}: no backbone weights file there")
+    return file
+
+
+def describe_weights(source: str | Path) -> dict:
+    """How our format records backbone weights: the file's name, path and SHA-256, and its
+    Hub repo id and commit when the file is in the Hub cache (so it can be fetched again)."""
+    file = weights_file(source, local_files_only=True)  # loaded, hence cached
     # absolute(), not resolve(): a Hub cache file links to a nameless blob
     info = {"file": file.name, "path": str(file.absolute()), "sha256": sha256(file)}
     if origin := cache_origin(file):
@@ -149,16 +157,69 @@ def save_reference(model: SegDINO, path: str | Path) -> None:
 
 
 def read_metadata(path: str | Path) -> dict | None:
-    """Our format's metadata, or None when `path` is not a checkpoint of ours."""
+    """Our format's metadata, checked, or None when `path` is not a checkpoint of ours."""
     path = Path(path)
     if path.suffix != ".safetensors":
         return None
     try:
         with safe_open(path, framework="pt") as f:
-            meta = (f.metadata() or {}).get(FORMAT)
+            text = (f.metadata() or {}).get(FORMAT)
     except Exception as exc:  # safetensors raises several types for a bad header
-        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
-    return json.loads(meta) if meta else None
+        raise UserError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+    if text is None:
+        return None
+    if not text.strip():
+        raise UserError(f"{path}: its {FORMAT} metadata is empty (a damaged checkpoint)")
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{path}: its {FORMAT} metadata is not valid JSON ({exc}): a damaged "
+                        "checkpoint") from None
+    problems = _metadata_problems(meta)
+    if problems:
+        raise UserError(f"{path}: damaged {FORMAT} metadata: {'; '.join(problems)}")
+    return meta
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _metadata_problems(meta: object) -> list[str]:
+    """What keeps `meta` from describing a model: every field load_segdino reads, checked,
+    so that a damaged or hand-edited header is one error rather than a KeyError."""
+    if not isinstance(meta, dict):
+        return [f"expected a JSON object, found {type(meta).__name__}"]
+    if meta.get("format") != FORMAT:
+        return [f"format {meta.get('format')!r}, expected {FORMAT!r}"]
+    version = meta.get("version")
+    if not isinstance(version, int) or version < 1:
+        return [f"version {version!r}, expected a positive integer"]
+    if version > VERSION:
+        return [f"format version {version} is newer than this segdino reads ({VERSION}): "
+                "upgrade segdino"]
+    problems = []
+    backbone = meta.get("backbone")
+    if not isinstance(backbone, dict):
+        problems.append("no backbone description")
+    else:
+        if not isinstance(backbone.get("file"), str) or not backbone["file"]:
+            problems.append("no backbone file name")
+        if not isinstance(backbone.get("sha256"), str) or not _SHA256.match(backbone["sha256"]):
+            problems.append(f"backbone sha256 {backbone.get('sha256')!r} is not a SHA-256")
+        if not isinstance(backbone.get("config"), dict):
+            problems.append("no backbone config")
+    layers = meta.get("layers")
+    if (not isinstance(layers, list) or len(layers) != len(PROJECTION_CHANNELS)
+            or not all(isinstance(n, int) and n >= 0 for n in layers)):
+        problems.append(f"layers {layers!r}, expected {len(PROJECTION_CHANNELS)} block indices")
+    classes = meta.get("num_classes")
+    if not isinstance(classes, int) or classes < 1:
+        problems.append(f"num_classes {classes!r}, expected 1 or more")
+    try:
+        Preprocessing.from_dict(meta["preprocessing"])
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(f"preprocessing unreadable ({type(exc).__name__}: {exc})")
+    return problems
 
 
 def _backbone_candidates(info: dict, checkpoint: Path) -> Iterator[Path]:
@@ -192,36 +253,97 @@ def find_backbone_file(meta: dict, checkpoint: Path) -> Path:
             differs = differs or candidate
     if differs is not None:
         raise UserError(f"{differs}: SHA-256 differs from the backbone {checkpoint} "
-                        "was trained with; pass the right file with --backbone")
+                        "was trained with; pass the right file with --backbone (segdino test: "
+                        "--dino-ckpt)")
     raise UserError(f"{checkpoint}: needs the backbone weights {info['file']} "
                     f"(sha256 {info['sha256'][:12]}...); put the file beside the checkpoint, "
-                    "set SEGDINO_WEIGHTS to its folder, or pass it with --backbone")
+                    "set SEGDINO_WEIGHTS to its folder, or pass it with --backbone (segdino "
+                    "test: --dino-ckpt)")
+
+
+def verify_backbone(
+    recorded_sha: str,
+    source: str | Path,
+    allow_other_backbone: bool = False,
+    checkpoint: str | Path | None = None,
+) -> str:
+    """Check backbone weights given explicitly (a file, a folder or a Hub repo id) against
+    the SHA-256 a checkpoint records; return the weights file's SHA-256.
+
+    A decoder only fits the features it was trained on: other weights (another variant,
+    another download, a fine-tuned copy) give wrong masks without any error. So a mismatch
+    is a UserError naming `source`, unless `allow_other_backbone`, which uses them on
+    purpose (and says so)."""
+    actual = sha256(weights_file(source))
+    if actual == recorded_sha:
+        return actual
+    trained = f"the backbone {checkpoint} was trained with" if checkpoint else \
+        "the backbone the checkpoint was trained with"
+    if not allow_other_backbone:
+        raise UserError(f"{source}: not {trained} (SHA-256 {actual[:12]}..., recorded "
+                        f"{recorded_sha[:12]}...); pass those weights, or add "
+                        "--allow-other-backbone to use these on purpose")
+    print(f"note: {source}: not {trained}; used anyway (--allow-other-backbone)")
+    return actual
 
 
 def load_segdino(
     path: str | Path,
     backbone: str | Path | DinoVisionTransformer | None = None,
     layers: list[int] | None = None,
+    *,
+    allow_other_backbone: bool = False,
 ) -> SegDINO:
     """A whole trained model from our format or the reference's layout.
 
-    `backbone` overrides where the backbone weights come from (a file, a folder, or a model).
-    `layers` applies to reference checkpoints only (ours record theirs); the default is the
-    reference's for the backbone's architecture.
+    `backbone` says where the backbone weights come from (a file, a folder, a Hub repo id, or
+    a model). For our format they must be the weights the checkpoint records (SHA-256; see
+    `verify_backbone`). A reference checkpoint carries its own trained backbone, which is
+    used as the reference's test uses it, whatever `backbone` says. `allow_other_backbone`
+    uses `backbone` anyway, in both cases. `layers` applies to reference checkpoints only
+    (ours record theirs); the default is the reference's for the backbone's architecture.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a checkpoint file (expected a .safetensors "
+                        "of segdino or the reference's .pth)")
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
     meta = read_metadata(path)
     if meta is None:
-        return _load_reference(path, backbone, layers)
-    if not isinstance(backbone, DinoVisionTransformer):
-        backbone = load_backbone(backbone or find_backbone_file(meta, path))
-    if backbone.config.to_dict() != meta["backbone"]["config"]:
-        raise UserError(f"{path}: was trained on another backbone ({meta['backbone']['arch']})")
-    model = SegDINO(backbone, meta["num_classes"], meta["layers"])
-    head = read_tensors(path)
-    _load_head(model, head, path)
+        model = _load_reference(path, backbone, layers, allow_other_backbone)
+    else:
+        model = _load_ours(path, meta, backbone, allow_other_backbone)
+    model.checkpoint_path = path
+    return model
+
+
+def _load_ours(
+    path: Path, meta: dict, backbone: str | Path | DinoVisionTransformer | None,
+    allow_other_backbone: bool,
+) -> SegDINO:
+    recorded = meta["backbone"]["sha256"]
+    if isinstance(backbone, DinoVisionTransformer):
+        if backbone.weights_path is not None:
+            verify_backbone(recorded, backbone.weights_path, allow_other_backbone, path)
+        elif not allow_other_backbone:
+            raise UserError(f"{path}: the backbone given was not loaded from a weights file, "
+                            "so it cannot be checked against the one this checkpoint was "
+                            "trained with (pass allow_other_backbone=True to use it anyway)")
+        net = backbone
+    elif backbone is not None:
+        verify_backbone(recorded, backbone, allow_other_backbone, path)
+        net = load_backbone(backbone)
+    else:
+        net = load_backbone(find_backbone_file(meta, path))
+    trained, found = meta["backbone"]["config"], net.config.to_dict()
+    if found != trained:
+        differ = ", ".join(f"{k} {trained.get(k)} not {found.get(k)}"
+                           for k in sorted(trained.keys() | found.keys())
+                           if trained.get(k) != found.get(k))
+        raise UserError(f"{path}: was trained on another backbone architecture ({differ})")
+    model = SegDINO(net, meta["num_classes"], meta["layers"])
+    _load_head(model, read_tensors(path), path)
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     return model
 
@@ -237,24 +359,87 @@ def _load_head(model: SegDINO, head: StateDict, where: Path) -> None:
 
 
 def _load_reference(
-    path: Path, backbone: str | Path | DinoVisionTransformer | None, layers: list[int] | None
+    path: Path, backbone: str | Path | DinoVisionTransformer | None, layers: list[int] | None,
+    allow_other_backbone: bool,
 ) -> SegDINO:
     sd = read_tensors(path)
     parts: dict[str, StateDict] = {"backbone": {}, "head": {}}
     for key, value in sd.items():
         prefix, _, rest = key.partition(".")
+        if prefix not in parts and "cls_token" in sd:
+            raise UserError(f"{path}: holds DINOv3 backbone weights, not a trained SegDINO "
+                            "model (give those with --dino-ckpt or --backbone)")
         if prefix not in parts:
             raise UserError(f"{path}: unexpected key {key!r} (a SegDINO checkpoint holds "
                             "backbone.* and head.* keys)")
         parts[prefix][rest] = value
     if not parts["head"]:
         raise UserError(f"{path}: no head.* keys: not a SegDINO checkpoint")
-    if isinstance(backbone, DinoVisionTransformer):
-        net = backbone
-    else:
-        net = load_backbone(backbone or parts["backbone"])
+    own = load_backbone(parts["backbone"], name=f"{path} (its backbone.* weights)"
+                        ) if parts["backbone"] else None
+    given = backbone if backbone is None or isinstance(backbone, DinoVisionTransformer) \
+        else load_backbone(backbone)
+    net = _reference_backbone(path, own, given, allow_other_backbone)
     head = head_from_reference(parts["head"])
     classes = head.get("classifier.weight", torch.empty(1)).shape[0]
     model = SegDINO(net, classes, layers)
     _load_head(model, head, path)
     return model
+
+
+def _reference_backbone(
+    path: Path, own: DinoVisionTransformer | None, given: DinoVisionTransformer | None,
+    allow_other_backbone: bool,
+) -> DinoVisionTransformer:
+    """The backbone of a reference checkpoint: its own `backbone.*` weights, or those given.
+
+    The reference's training updates the backbone (it never freezes it) and its test loads
+    the checkpoint's `backbone.*` weights over the backbone `--dino_ckpt` built, so those are
+    the model's, and they win over the given ones (with a note when they differ) unless
+    `allow_other_backbone`. Given weights equal to its own are taken as they are, so that
+    the model keeps the name of the weights file (for save_pretrained and test reports)."""
+    if own is None or given is None:
+        if own is None and given is None:
+            raise UserError(f"{path}: holds no backbone.* weights; pass the backbone weights "
+                            "(--dino-ckpt or --backbone)")
+        return given if own is None else own
+    if _same_weights(own, given):
+        return given
+    label = given.weights_path or "the backbone given"
+    if allow_other_backbone:
+        print(f"note: {path}: using {label} instead of its own backbone.* weights "
+              "(--allow-other-backbone)")
+        return given
+    print(f"note: {path} carries its own trained backbone weights: using those, not {label} "
+          f"(as the reference's test does; --allow-other-backbone uses {label})")
+    return own
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    # a backbone given to the API may already sit on a GPU; the checkpoint's is on the CPU
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa)
+
+
+def describe_sources(model: SegDINO) -> dict:
+    """Which files `model` came from, each by path and SHA-256: `checkpoint` (what
+    load_segdino read) and `backbone` (the weights file; for a reference checkpoint's own
+    `backbone.*` weights, the checkpoint itself). None for what was built in memory."""
+    file = model.checkpoint_path
+    checkpoint = None if file is None else {"path": str(file.absolute()), "sha256": sha256(file)}
+    if model.backbone.weights_path is not None:
+        backbone = describe_weights(model.backbone.weights_path)
+    elif checkpoint is not None and read_metadata(file) is None:
+        backbone = {**checkpoint, "file": file.name, "weights": "the checkpoint's own backbone.*"}
+    else:
+        backbone = None
+    return {"checkpoint": checkpoint, "backbone": backbone}
+
+
+def add_allow_other_backbone(parser: argparse.ArgumentParser) -> None:
+    """`--allow-other-backbone`, for the commands that load a checkpoint with a backbone given."""
+    parser.add_argument("--allow-other-backbone", action="store_true",
+                        help="use the backbone weights given even when they are not those the "
+                        "checkpoint was trained with (its recorded SHA-256; for a reference "
+                        ".pth, its own backbone.* weights)")

@@ -9,6 +9,12 @@ A model of K >= 2 classes is scored per foreground class (`metrics.class_scores`
 has a column per metric and class (`dice_1`, ..., `hd95_2`) and their mean over the classes
 (`dice_mean`, ...), and `summary.json` the means over classes with each class's summary in
 `per_class`.
+
+Every report goes to a folder of its own (a second test of the same split gets `NAME-2`, and
+so on) and its `summary.json` records what produced it (`provenance`: the checkpoint's and
+the backbone's paths and SHA-256, precision, device, versions, command line, date). Scoring
+is float32 unless `--precision` says otherwise, so that one checkpoint gives the same numbers
+on every CPU (bf16 autocast moves per-image Dice by up to about 2e-4).
 """
 
 from __future__ import annotations
@@ -16,10 +22,15 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import math
+import platform
+import shlex
+import sys
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +42,7 @@ from segdino import metrics
 from segdino.argtypes import int_at_least, open_unit_float
 from segdino.atomic import check_writable_folder, write_text
 from segdino.backbone.factory import check_arch
+from segdino.checkpoint import add_allow_other_backbone, describe_sources
 from segdino.data.dataset import Pair, find_pairs
 from segdino.data.masks import MaskFormat
 from segdino.data.transforms import image_to_tensor, load_rgb
@@ -118,9 +130,43 @@ def evaluate(
            {"num_classes": classes, "class_names": pre.class_names, "class_map": pre.class_map,
             "ignore_index": pre.ignore_index}),
     }
+    summary["provenance"] = provenance(predictor)
     write_report(rows, summary, out_dir)
     draw_worst(predictor, pairs, rows, out_dir / "worst", worst, mask_format)
     return summary
+
+
+def provenance(predictor: Predictor) -> dict:
+    """What produced a report: the model's files (path and SHA-256), how it ran, the
+    versions, the command line and the date, so a report can be traced and reproduced."""
+    from segdino import __version__
+
+    return {
+        **describe_sources(predictor.model),
+        "precision": predictor.precision, "device": str(predictor.device),
+        "engine": type(predictor.engine).__name__, "segdino": __version__,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "command": shlex.join(sys.argv),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def report_folder(save_root: Path, name: str | None, default: str) -> Path:
+    """The report's folder, never one holding an earlier report: `name` (refused when taken),
+    else `default`, `default-2`, `default-3`, ... the first free one."""
+    if name is not None:
+        folder = save_root / name
+        if _taken(folder):
+            raise UserError(f"--name {name}: {folder} exists and is not empty (choose another "
+                            "--name, or leave it out for a new folder)")
+        return folder
+    candidates = (save_root / (default if n == 1 else f"{default}-{n}")
+                  for n in itertools.count(1))
+    return next(folder for folder in candidates if not _taken(folder))
+
+
+def _taken(folder: Path) -> bool:
+    return folder.exists() and not (folder.is_dir() and not any(folder.iterdir()))
 
 
 def _mean_scores(scores: Scores) -> metrics.ImageScores:
@@ -216,7 +262,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--dino-ckpt", help="backbone weights, when not found by the "
-                        "checkpoint itself")
+                        "checkpoint itself; checked against its recorded SHA-256 (a reference "
+                        ".pth uses its own backbone.* weights, as the reference's test does)")
+    add_allow_other_backbone(parser)
     parser.add_argument("--dino-size", help="s, s+, b, l, l+, h+ or 7b: checked against "
                         "the checkpoint")
     parser.add_argument("--repo-dir", help="accepted for the reference's commands; not needed")
@@ -233,7 +281,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a mask value that is no class (default: the checkpoint's)")
     parser.add_argument("--dice-thr", type=open_unit_float, help="default: the checkpoint's (0.5)")
     parser.add_argument("--save-root", default="runs")
-    parser.add_argument("--name", help="report folder under --save-root")
+    parser.add_argument("--name", help="report folder under --save-root, new or empty "
+                        "(default: test_DATASET_SPLIT, or the first free test_DATASET_SPLIT-N)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8)
     parser.add_argument("--num-workers", type=int_at_least(0), default=2)
     parser.add_argument("--eval-size", choices=EVAL_SIZES, default="native",
@@ -245,7 +294,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worst", type=int_at_least(0), default=8,
                         help="overlays of the N worst images")
     parser.add_argument("--device")
-    add_engine_flags(parser)
+    # float32: the same checkpoint gives the same scores on every CPU
+    add_engine_flags(parser, precision="fp32")
     parser.add_argument("--no-progress", action="store_true")
     # The reference's test script shares its training flags; accepted, meaningless here.
     for flag, kind in (("--epochs", int), ("--lr", float), ("--weight-decay", float),
@@ -256,9 +306,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.repo_dir:
         print("note: --repo-dir is not needed: segdino has its own DINOv3 implementation")
+    out_dir = report_folder(Path(args.save_root), args.name,
+                            f"test_{args.dataset}_{args.split}")
+    check_writable_folder(out_dir, "--save-root")
     predictor = Predictor.from_checkpoint(args.ckpt, backbone=args.dino_ckpt,
                                           device=args.device, batch_size=args.batch_size,
-                                          precision=args.precision, engine=args.engine)
+                                          precision=args.precision, engine=args.engine,
+                                          allow_other_backbone=args.allow_other_backbone)
     model = predictor.model
     if args.dino_size:
         check_arch(model.backbone.config, args.dino_size, f"--dino-size: {args.ckpt}")
@@ -277,8 +331,8 @@ def run(args: argparse.Namespace) -> int:
     split_dir = Path(args.data_dir) / args.dataset / args.split
     pairs = find_pairs(split_dir, args.img_dir_name, args.label_dir_name, args.img_ext,
                        args.mask_ext, mask_format)
-    out_dir = Path(args.save_root) / (args.name or f"test_{args.dataset}_{args.split}")
-    check_writable_folder(out_dir, "--save-root")
+    out_dir.mkdir(parents=True, exist_ok=True)  # claimed now: a later test picks the next name
+    print(f"scoring in {predictor.precision} on {predictor.device}")
     summary = evaluate(predictor, pairs, out_dir, args.eval_size, args.hd95,
                        tuple(args.spacing), args.worst, args.num_workers,
                        progress=not args.no_progress)

@@ -30,7 +30,7 @@ import torch
 from segdino.argtypes import int_between
 from segdino.atomic import atomic_path, check_writable_file, write_text
 from segdino.backbone.variants import variant_name
-from segdino.checkpoint import load_segdino
+from segdino.checkpoint import add_allow_other_backbone, load_segdino
 from segdino.errors import UserError
 from segdino.model import SegDINO
 
@@ -156,6 +156,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "export wrote them")
     parser.add_argument("--backbone", metavar="PATH",
                         help="the backbone weights, if not found beside the checkpoint")
+    add_allow_other_backbone(parser)
     parser.add_argument("--opset", type=int_between(MIN_OPSET, MAX_OPSET), default=MIN_OPSET,
                         help=f"ONNX opset, {MIN_OPSET} (the default) to {MAX_OPSET}")
 
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
     _import_onnx()  # the quick checks first, then the model
     _check_target(out, args.opset)
-    model = load_segdino(args.checkpoint, args.backbone)
+    model = load_segdino(args.checkpoint, args.backbone,
+                         allow_other_backbone=args.allow_other_backbone)
     export_onnx(model, out, args.opset)
     print(f"wrote {out} (metadata also in {out.with_suffix('.json')})")
     return 0

@@ -130,6 +130,7 @@ class SegDINO(
         self.num_classes = num_classes
         self.head = SegDINOHead(backbone.embed_dim, num_classes)
         self.preprocessing = Preprocessing()
+        self.checkpoint_path: Path | None = None  # the file load_segdino read, for reports
 
     def train(self, mode: bool = True) -> SegDINO:
         super().train(mode)
@@ -188,11 +189,14 @@ class SegDINO(
         *,
         backbone: str | Path | DinoVisionTransformer | None = None,
         revision: str | None = None,
+        allow_other_backbone: bool = False,
     ) -> SegDINO:
         """A model from a `save_pretrained` folder or a Hub repo id (`OWNER/NAME[@REVISION]`,
         through the Hub cache, so offline after the first time). The backbone comes from
-        `backbone` when given, else from where the model's metadata says, its Hub repo
+        `backbone` when given (checked against the recorded SHA-256 unless
+        `allow_other_backbone`), else from where the model's metadata says, its Hub repo
         included."""
         from segdino.pretrained import load_pretrained
 
-        return load_pretrained(pretrained_model_name_or_path, backbone, revision)
+        return load_pretrained(pretrained_model_name_or_path, backbone, revision,
+                               allow_other_backbone)

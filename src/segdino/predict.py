@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from segdino.argtypes import int_at_least, open_unit_float
 from segdino.atomic import check_writable_folder, folder_problem, write_text
-from segdino.checkpoint import load_segdino
+from segdino.checkpoint import add_allow_other_backbone, load_segdino
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.engines import ENGINES, make_engine
@@ -98,9 +98,13 @@ class Predictor:
         batch_size: int = 8,
         precision: str = "auto",
         engine: str = "torch",
+        *,
+        allow_other_backbone: bool = False,
     ) -> Predictor:
-        """A predictor for a checkpoint in our format or the reference's `.pth` layout."""
-        return cls(load_segdino(path, backbone), device, batch_size, precision, engine)
+        """A predictor for a checkpoint in our format or the reference's `.pth` layout
+        (`backbone` and `allow_other_backbone` as `load_segdino` takes them)."""
+        model = load_segdino(path, backbone, allow_other_backbone=allow_other_backbone)
+        return cls(model, device, batch_size, precision, engine)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The (3, h, w) network input for an RGB image, by the model's preprocessing."""
@@ -341,6 +345,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "did not write are never replaced without --overwrite")
     parser.add_argument("--backbone", metavar="PATH",
                         help="the backbone weights, if not found beside the checkpoint")
+    add_allow_other_backbone(parser)
     parser.add_argument("--threshold", type=open_unit_float, metavar="T",
                         help="foreground where the probability is above T (default: the "
                         "checkpoint's, 0.5); one-class models only")
@@ -366,11 +371,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_engine_flags(parser)
 
 
-def add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    """--precision and --engine, as `segdino predict` and `segdino test` take them."""
-    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
-                        help="auto (default: bf16 where the CPU or GPU computes it natively, "
-                        "else fp32), fp32, or bf16 mixed precision")
+def add_engine_flags(parser: argparse.ArgumentParser, precision: str = "auto") -> None:
+    """--precision (default `precision`) and --engine, as `segdino predict` and `segdino test`
+    take them."""
+    auto = "bf16 where the CPU or GPU computes it natively, else fp32"
+    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=precision,
+                        help=f"auto ({auto}), fp32 or bf16 mixed precision (default "
+                        f"{precision})")
     parser.add_argument("--engine", choices=ENGINES, default="torch",
                         help="torch (default: eager PyTorch), compile (torch.compile: slow "
                         "first batch, then faster) or onnx (ONNX Runtime, float32; needs "
@@ -399,7 +406,7 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_checkpoint(
         args.checkpoint, args.backbone, args.device, args.batch_size, args.precision,
-        args.engine)
+        args.engine, allow_other_backbone=args.allow_other_backbone)
     if args.threshold is not None:
         if predictor.model.num_classes > 1:
             raise UserError(f"--threshold: {args.checkpoint} has {predictor.model.num_classes} "

@@ -18,7 +18,12 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from segdino.atomic import check_writable_folder, write_text
 from segdino.backbone import DinoVisionTransformer
-from segdino.checkpoint import load_segdino, read_metadata, save_segdino
+from segdino.checkpoint import (
+    add_allow_other_backbone,
+    load_segdino,
+    read_metadata,
+    save_segdino,
+)
 from segdino.errors import UserError, first_line
 from segdino.hub import local_path
 from segdino.model import SegDINO
@@ -38,9 +43,10 @@ def load_pretrained(
     name_or_path: str | Path,
     backbone: str | Path | DinoVisionTransformer | None = None,
     revision: str | None = None,
+    allow_other_backbone: bool = False,
 ) -> SegDINO:
     """A model from a folder `save_pretrained` wrote, or from a Hub repo id of one (through
-    the Hub cache). `backbone` overrides where the backbone weights come from."""
+    the Hub cache). `backbone` and `allow_other_backbone` as `load_segdino` takes them."""
     folder = local_path(name_or_path, MODEL_FILES, revision=revision)
     if not folder.is_dir():
         raise UserError(f"{name_or_path}: no such folder (expected a folder written by "
@@ -49,7 +55,7 @@ def load_pretrained(
     if not weights.is_file() or read_metadata(weights) is None:
         raise UserError(f"{name_or_path}: not a segdino model (expected the {WEIGHTS} "
                         "that save_pretrained writes)")
-    return load_segdino(weights, backbone)
+    return load_segdino(weights, backbone, allow_other_backbone=allow_other_backbone)
 
 
 # ---- segdino publish ------------------------------------------------------------------------
@@ -63,6 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "`segdino test` on this run, for the model card's test scores")
     parser.add_argument("--backbone", help="the backbone weights, when not where the run "
                         "recorded them")
+    add_allow_other_backbone(parser)
     parser.add_argument("--push", metavar="REPO_ID", help="also upload to this Hugging Face "
                         "Hub repository, created if needed (log in first: `hf auth login`)")
     parser.add_argument("--push-only", metavar="MODEL_DIR", help="upload a model folder that "
@@ -118,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.push_only or args.out_dir)
     if not args.push_only:
         run_dir = Path(args.run_dir)
-        model = load_segdino(run_dir / "best.safetensors", backbone=args.backbone)
+        model = load_segdino(run_dir / "best.safetensors", backbone=args.backbone,
+                             allow_other_backbone=args.allow_other_backbone)
         card = {"run_dir": run_dir, "test_summary": args.test_summary, "repo_id": args.push}
         model.save_pretrained(folder, model_card_kwargs=card)
         print(f"model folder: {folder}  (model.safetensors, config.json, README.md)")

@@ -124,6 +124,8 @@ def load_backbone(
     source: str | Path | Mapping[str, torch.Tensor],
     arch: str | None = None,
     num_heads: int | None = None,
+    *,
+    name: str | None = None,
 ) -> DinoVisionTransformer:
     """A DINOv3 ViT with weights from `source`, its architecture inferred from them.
 
@@ -132,9 +134,9 @@ def load_backbone(
     Face Hub repo id of either folder kind (`facebook/dinov3-vits16-pretrain-lvd1689m`,
     `timm/vit_small_patch16_dinov3_qkvb.lvd1689m`, optionally `@revision`), read through the
     Hub cache. `arch`, when given, must agree with the weights; it also supplies the head
-    count that timm files lack.
+    count that timm files lack. `name` is how errors call a state dict (default "state dict").
     """
-    where = "state dict" if isinstance(source, Mapping) else str(source)
+    where = (name or "state dict") if isinstance(source, Mapping) else str(source)
     path = None if isinstance(source, Mapping) else local_path(source, WEIGHT_FILES)
     sd, hints = read_backbone_weights(source if path is None else path)
     wanted = resolve_arch(arch) if arch else None

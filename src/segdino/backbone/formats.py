@@ -14,6 +14,7 @@ config states (`num_heads`, `norm_eps`, `rope_base`), since the keys cannot tell
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,23 +45,42 @@ def torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except Exception as exc:  # truncated zip, pickle of code, text file: all unreadable here
+    except pickle.UnpicklingError:
+        # torch's own text here is pages long and is about trusting the file: not loading it
+        # is the point, since weights_only=True runs no code from a checkpoint
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (not a PyTorch file, or one "
+                        "that holds more than tensors: segdino loads tensors only)") from None
+    except Exception as exc:  # truncated zip, empty file: unreadable here
         first = first_line(exc)
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (damaged, truncated or "
+                        f"empty: {first[:160]})") from None
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], where: str | Path) -> None:
+    """A UserError naming `where` when a floating-point tensor holds NaN or infinity: such
+    weights (a diverged run, a damaged copy) would give garbage masks without any error."""
+    bad = [key for key, value in sd.items()
+           if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise UserError(f"{where}: tensor {bad[0]!r}{more} holds NaN or infinite values "
+                        "(a damaged file or a diverged training run)")
 
 
 def safetensors_load(path: Path) -> StateDict:
     try:
-        return load_file(path)
+        sd = load_file(path)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+        raise UserError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+    check_finite(sd, path)
+    return sd
 
 
 def read_tensors(path: Path) -> StateDict:
     """A file of tensors: safetensors by suffix, else a PyTorch checkpoint (state dict,
-    possibly wrapped in `{"state_dict": ...}` or `{"model": ...}`)."""
+    possibly wrapped in `{"state_dict": ...}` or `{"model": ...}`), its values all finite."""
     if path.suffix == ".safetensors":
         return safetensors_load(path)
     obj = torch_load(path)
@@ -71,6 +91,7 @@ def read_tensors(path: Path) -> StateDict:
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    check_finite(obj, path)
     return dict(obj)
 
 
