@@ -30,7 +30,7 @@ import torch
 from segdino.atomic import atomic_path, write_text
 from segdino.backbone.variants import variant_name
 from segdino.checkpoint import load_segdino
-from segdino.errors import UserError
+from segdino.errors import MissingExtra, UserError
 from segdino.model import SegDINO
 
 FORMAT = "segdino-onnx"
@@ -68,8 +68,8 @@ def _import_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError:
-        raise UserError("ONNX export needs the onnx package: pip install segdino[onnx]"
-                        ) from None
+        raise MissingExtra("ONNX export needs the onnx package: pip install segdino[onnx]"
+                           ) from None
     return onnx
 
 

@@ -104,7 +104,8 @@ class Source:
             partial.rename(target)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise UserError(
-                f"{archive}: corrupt or truncated zip ({first_line(exc)}); download it again"
+                f"{archive}: not a readable zip: corrupt or truncated ({first_line(exc)}); "
+                "download it again"
             ) from None
         except OSError as exc:
             raise UserError(f"{archive}: cannot extract ({first_line(exc)})") from None
