@@ -134,17 +134,26 @@ def check_zip(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     expanded = sum(m.file_size for m in members)
     if expanded > MAX_EXPANDED:
         raise UserError(
-            f"{archive}: would expand to {expanded / 2**30:.0f} GiB, over the "
-            f"{MAX_EXPANDED / 2**30:.0f} GiB limit (a zip bomb?): refusing the zip"
+            f"{archive}: would expand to {_human(expanded)}, over the {_human(MAX_EXPANDED)} "
+            "limit (a zip bomb?): refusing the zip"
         )
     size = archive.stat().st_size
     if expanded > RATIO_FROM and expanded > MAX_RATIO * size:
         raise UserError(
             f"{archive}: would expand {expanded / max(size, 1):.0f}-fold "
-            f"({expanded / 2**20:.0f} MiB from {size / 2**20:.1f} MiB), over the "
+            f"({_human(expanded)} from {_human(size)}), over the "
             f"{MAX_RATIO}-fold limit (a zip bomb?): refusing the zip"
         )
     return members
+
+
+def _human(size: float) -> str:
+    """A byte count in the largest binary unit that keeps it at least 1."""
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.0f} GiB"
 
 
 def _escapes(name: str) -> bool:
