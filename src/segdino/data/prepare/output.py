@@ -81,7 +81,9 @@ def build(
                     shutil.rmtree(out / SCRATCH, ignore_errors=True)
                 raise
     except BaseException:
-        for folder in made:  # once the lock file is gone; rmdir leaves a folder with files
+        # After the lock file is gone; rmdir refuses a folder with anything in it, so only
+        # folders this run made and left empty go.
+        for folder in made:
             try:
                 folder.rmdir()
             except OSError:
