@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,12 +41,24 @@ def run_segdino(*argv: str | Path) -> Outcome:
     return Outcome(code, out.getvalue(), err.getvalue())
 
 
-def run_segdino_process(*argv: str | Path, cwd: Path | None = None,
-                        timeout: float = 300) -> Outcome:
-    """`python -m segdino ARGV` in a process of its own (for signals, locks, real exits)."""
-    result = subprocess.run([sys.executable, "-m", "segdino", *map(str, argv)], cwd=cwd,
-                            capture_output=True, text=True, timeout=timeout)
-    return Outcome(result.returncode, result.stdout, result.stderr)
+def run_segdino_process(*argv: str | Path, cwd: Path | None = None, timeout: float = 300,
+                        interrupt_after: float | None = None) -> Outcome:
+    """`python -m segdino ARGV` in a process of its own (for signals, locks, real exits).
+    With `interrupt_after`, Ctrl-C (SIGINT) is sent that many seconds after the start, unless
+    the process has ended by then."""
+    with subprocess.Popen([sys.executable, "-m", "segdino", *map(str, argv)], cwd=cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        if interrupt_after is not None:
+            try:
+                proc.wait(interrupt_after)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return Outcome(proc.returncode, stdout, stderr)
 
 
 def snapshot(*roots: Path) -> dict[str, str]:

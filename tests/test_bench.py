@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from catalogue import run_segdino
 
 from segdino.bench import PeakMemory, parse_engine
 from segdino.cli import main
@@ -59,9 +60,10 @@ def test_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--engines", "fp32", "tensorrt"], "--engines tensorrt: expected"),
+    (["--batch-sizes", "0"], "argument --batch-sizes: '0': expected an integer >= 1"),
     (["--size", "1", "2", "3"], "--size 1 2 3: expected one or two numbers"),
     (["--arch", "vitq"], "unknown backbone architecture 'vitq'"),
 ])
-def test_bench_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
-    assert main(["bench", *flags]) == 2
-    assert message in capsys.readouterr().err
+def test_bench_errors(flags: list[str], message: str) -> None:
+    outcome = run_segdino("bench", *flags)
+    assert outcome.code == 2 and message in outcome.stderr

@@ -358,6 +358,7 @@ def test_interrupted_run_completes_when_run_again(tmp_path, monkeypatch):
     monkeypatch.setattr(output, "_write_pair", real_write)
 
     assert json.loads((out / "split.json").read_text())["complete"] is False
+    assert not (out / output.LOCK).exists()  # released and removed for the rerun
     first = {p: t for p, t in mtimes(out).items() if p.is_file() and p.name != "split.json"}
     lost = calls[3][0].name  # the pair being written when the run died
     assert 2 * 3 <= len(first) < 2 * 8 and lost not in {p.name for p in first}
@@ -375,3 +376,36 @@ def test_interrupted_run_completes_when_run_again(tmp_path, monkeypatch):
 def test_flag_of_another_dataset_is_an_error(tmp_path, capsys):
     assert main(["prepare", "kvasir-seg", str(tmp_path), str(tmp_path / "o"), "--fold", "1"]) == 2
     assert "--fold does not apply to kvasir-seg" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"fold": 5}, "--fold '5': expected an integer from 0 to 4"),
+    ({"val_fraction": 1.0}, "--val-fraction '1.0': expected a number from 0 up to"),
+    ({"workers": 0}, "--workers '0': expected an integer >= 1"),
+])
+def test_python_api_checks_as_the_flags_do(tmp_path, options, message):
+    with pytest.raises(UserError, match=message):
+        prepare("tn3k", tmp_path, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_holding_out_keeps_others_out(tmp_path):
+    images, masks = make_folder(tmp_path, 4)
+    out = tmp_path / "data" / "out"
+    with output._locked(out):  # as a running prepare does
+        assert (out / output.LOCK).is_file()
+        with pytest.raises(UserError, match="another segdino prepare is writing there"):
+            prepare("folder", images, out, masks=masks)
+    assert not out.exists() or not any(out.iterdir())
+
+    prepare("folder", images, out, masks=masks)  # once released
+    assert sorted(p.name for p in out.iterdir()) == ["split.json", "test", "train", "val"]
+
+
+def test_failed_run_removes_what_it_made(tmp_path):
+    images, masks = make_folder(tmp_path, 4)
+    (images / "case01.png").write_bytes(b"not a png")
+    out = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(UserError, match="unreadable"):
+        prepare("folder", images, out, masks=masks)
+    assert not (tmp_path / "new").exists()

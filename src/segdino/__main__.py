@@ -1,5 +1,9 @@
 import sys
 
-from segdino.cli import main
+try:
+    from segdino.cli import main
+except KeyboardInterrupt:  # Ctrl-C before `main` can catch it
+    print("segdino: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _typed(convert: Callable[[str], float | int], ok: Callable[[float], bool], expected: str
@@ -57,7 +58,20 @@ def unit_float(text: str) -> float:
     return _UNIT(text)
 
 
+def share_float(text: str) -> float:
+    """A number from 0 up to, not including, 1 (a share held out: 1 would leave nothing)."""
+    return _SHARE(text)
+
+
+def existing_dir(text: str) -> str:
+    """The path of an existing folder."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    return text
+
+
 _POSITIVE = _typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 _NON_NEGATIVE = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 _OPEN_UNIT = _typed(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
 _UNIT = _typed(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+_SHARE = _typed(float, lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")

@@ -31,16 +31,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from segdino.argtypes import int_at_least
+from segdino.argtypes import int_at_least, positive_float
 from segdino.atomic import write_text
 from segdino.backbone import build_backbone
 from segdino.backbone.factory import resolve_arch
 from segdino.engines import ENGINES, make_engine
-from segdino.errors import UserError
+from segdino.errors import MissingExtra, UserError
 from segdino.model import SegDINO
 from segdino.runtime import INFERENCE_PRECISIONS, glibc, pick_device, resolve_precision
 
 DEFAULT_ENGINES = ("fp32", "bf16", "compile", "onnx")
+FORMAT = "segdino-bench"  # the JSON report's "format": `--json` writes over no other file
 
 
 @dataclass
@@ -165,14 +166,15 @@ def bench_inference(
     repeats: int = 10,
     budget_s: float = 30.0,
     progress: Callable[[str], None] = print,
-) -> list[InferenceRow]:
-    """One row per engine and batch size; eager float32 is measured first, always, as the
-    baseline of the ratios and logit differences."""
+) -> tuple[list[InferenceRow], list[str]]:
+    """One row per engine and batch size, and a note for each engine skipped because an
+    optional extra it needs is not installed; eager float32 is measured first, always, as
+    the baseline of the ratios and logit differences."""
     inputs = {b: _seeded(b, 3, *size, seed=b) for b in batch_sizes}
     specs = [("torch", "fp32"), *(s for s in specs if s != ("torch", "fp32"))]
     labels: set[str] = set()
     reference: dict[int, tuple[torch.Tensor, float]] = {}  # batch -> (logits, img/s)
-    rows = []
+    rows, skipped = [], []
     for engine_name, precision in specs:
         resolved = "fp32" if engine_name == "onnx" else resolve_precision(device, precision)
         label = f"{engine_name}-{resolved}"
@@ -181,7 +183,12 @@ def bench_inference(
         labels.add(label)
         gc.collect()
         memory = PeakMemory(device)
-        engine = make_engine(model, device, resolved, engine_name)
+        try:
+            engine = make_engine(model, device, resolved, engine_name)
+        except MissingExtra as exc:
+            skipped.append(f"{label}: skipped, {exc}")
+            progress(skipped[-1])
+            continue
         for b in batch_sizes:
             x = inputs[b]
             progress(f"{label}, batch {b}")
@@ -205,7 +212,7 @@ def bench_inference(
                 float((logits.float().cpu() - ref_logits).abs().max()),
                 round(first, 2), len(times)))
         del engine  # before the next engine's baseline
-    return rows
+    return rows, skipped
 
 
 def bench_training(
@@ -253,8 +260,9 @@ def bench_training(
 
 
 def format_table(inference: list[InferenceRow], training: list[TrainingRow],
-                 default_label: str) -> str:
-    """The printed report: one line per row, the default path's rows marked."""
+                 default_label: str, skipped: list[str]) -> str:
+    """The printed report: one line per row, the default path's rows marked, then the
+    engines skipped."""
     lines = [f"{'engine':<16}{'batch':>6}{'img/s':>9}{'ms/img':>9}{'peak MB':>9}"
              f"{'x fp32':>8}{'max |dlogit|':>14}{'1st call s':>12}"]
     for r in inference:
@@ -264,6 +272,7 @@ def format_table(inference: list[InferenceRow], training: list[TrainingRow],
                      f"{r.ms_per_image:>9.1f}{peak:>9}{r.ratio_to_fp32:>8.2f}"
                      f"{r.max_logit_diff:>14.2e}{r.first_call_s:>12.1f}")
     lines.append(f"* the default path of segdino predict and test ({default_label})")
+    lines.extend(skipped)
     if training:
         lines.append("")
         lines.append(f"{'training step':<16}{'batch':>6}{'img/s':>9}{'x uncached':>12}")
@@ -298,29 +307,49 @@ def _hardware(device: torch.device) -> str:
 
 # ---- command line -------------------------------------------------------------------------
 
+def report_path(text: str) -> Path:
+    """`--json FILE`: a new file, or a report of an earlier bench (never a user's file)."""
+    path = Path(text)
+    if path.is_dir():
+        raise UserError(f"--json {path}: a folder (expected a file name)")
+    if path.exists():
+        try:
+            ours = json.loads(path.read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+            ours = False
+        if not ours:
+            raise UserError(f"--json {path}: exists and is not a segdino bench report; "
+                            "refusing to write over it (choose another file)")
+    return path
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="vits16",
+    # Types that raise UserError (--arch, --engines, --device, --json) refuse at parse time
+    # too: the command line prints it as its one-line error.
+    parser.add_argument("--arch", default="vits16", type=resolve_arch,
                         help="backbone architecture, randomly initialised (default vits16)")
     parser.add_argument("--size", type=int_at_least(1), nargs="+", default=[256], metavar="PX",
                         help="input height and width, or one number for both (default 256)")
     parser.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 8],
-                        metavar="B",
-                        help="inference batch sizes (default 1 8)")
-    parser.add_argument("--engines", nargs="+", default=list(DEFAULT_ENGINES), metavar="E",
+                        metavar="B", help="inference batch sizes (default 1 8)")
+    parser.add_argument("--engines", type=parse_engine, nargs="+",
+                        default=[parse_engine(e) for e in DEFAULT_ENGINES], metavar="E",
                         help="fp32, bf16, auto (eager PyTorch), or ENGINE[-PRECISION] with "
                         f"ENGINE one of {', '.join(ENGINES)} (default: "
-                        f"{' '.join(DEFAULT_ENGINES)}; eager fp32 always runs first)")
+                        f"{' '.join(DEFAULT_ENGINES)}; eager fp32 always runs first; an "
+                        "engine whose optional extra is not installed is skipped)")
     parser.add_argument("--warmup", type=int_at_least(1), default=2,
                         help="untimed calls first (default 2)")
     parser.add_argument("--repeats", type=int_at_least(1), default=10,
                         help="timed calls; the median counts (default 10)")
-    parser.add_argument("--budget", type=float, default=30.0, metavar="S",
+    parser.add_argument("--budget", type=positive_float, default=30.0, metavar="S",
                         help="stop a row's timed calls after S seconds, if 3 or more ran "
                         "(default 30)")
     parser.add_argument("--train-batch", type=int_at_least(0), default=4,
                         help="training batch size; 0 skips training (default 4)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--device", metavar="D",
+    parser.add_argument("--json", metavar="FILE", type=report_path,
+                        help="also write the results as JSON (a new file, or an earlier report)")
+    parser.add_argument("--device", metavar="D", type=pick_device,
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
 
@@ -329,9 +358,8 @@ def run(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         raise UserError(f"--size {' '.join(map(str, args.size))}: expected one or two numbers")
     size = (args.size[0], args.size[-1])
-    specs = [parse_engine(spec) for spec in args.engines]
-    device = pick_device(args.device)
-    arch = resolve_arch(args.arch)
+    device = pick_device() if args.device is None else args.device
+    arch = args.arch
     torch.manual_seed(0)
     model = SegDINO(build_backbone(arch)).to(device).eval()
     default_label = f"torch-{resolve_precision(device, 'auto')}"
@@ -339,23 +367,24 @@ def run(args: argparse.Namespace) -> int:
               f"{torch.get_num_threads()} threads), torch {torch.__version__}")
     progress = _progress(not args.quiet)
     progress(header)
-    inference = bench_inference(model, device, specs, args.batch_sizes, size, args.warmup,
-                                args.repeats, args.budget, progress)
+    inference, skipped = bench_inference(model, device, args.engines, args.batch_sizes, size,
+                                         args.warmup, args.repeats, args.budget, progress)
     training = []
     if args.train_batch:
         progress(f"training, batch {args.train_batch}")
         training = bench_training(model, device, args.train_batch, size, args.warmup,
                                   args.repeats, args.budget)
     print(header)
-    print(format_table(inference, training, default_label))
+    print(format_table(inference, training, default_label, skipped))
     if args.json:
         report = {
-            "arch": arch, "size": list(size), "device": str(device),
+            "format": FORMAT, "arch": arch, "size": list(size), "device": str(device),
             "hardware": _hardware(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "platform": platform.platform(), "default_engine": default_label,
             "inference": [asdict(r) for r in inference],
             "training": [asdict(t) for t in training],
+            "skipped": skipped,
         }
         write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0

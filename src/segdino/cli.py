@@ -57,6 +57,18 @@ def reference_argv(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = f"segdino {argv[0]}" if argv and argv[0] in COMMANDS else "segdino"
+    try:
+        return _main(argv)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # at any moment: the command's import, parsing or work
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints usage, or the unknown-command error
         return 2
@@ -65,14 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog=f"segdino {name}", description=COMMANDS[name][1])
     module.configure(parser)
     args = parser.parse_args(rest)
-    try:
-        return int(module.run(args) or 0)
-    except UserError as exc:
-        print(f"segdino {name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"segdino {name}: interrupted", file=sys.stderr)
-        return 130
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from segdino.errors import UserError
+from segdino.errors import MissingExtra, UserError
 from segdino.model import SegDINO
 from segdino.runtime import autocast, keep_freed_memory, resolve_precision
 
@@ -89,8 +89,8 @@ def import_onnxruntime() -> ModuleType:
     try:
         import onnxruntime
     except ImportError:
-        raise UserError("the onnx engine needs ONNX Runtime: pip install segdino[onnx]"
-                        ) from None
+        raise MissingExtra("the onnx engine needs ONNX Runtime: pip install segdino[onnx]"
+                           ) from None
     return onnxruntime
 
 

@@ -11,6 +11,11 @@ class UserError(Exception):
     """A problem with the user's input, reported as one line."""
 
 
+class MissingExtra(UserError):
+    """An optional dependency (`pip install segdino[EXTRA]`) is not installed: what needs it
+    fails, and a command that merely offers it (`bench`'s engine rows) can skip it."""
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's message cut to its first line (its type's name when it has none), for
     quoting a library's error inside a one-line UserError."""

@@ -31,7 +31,7 @@ from segdino.argtypes import int_between
 from segdino.atomic import atomic_path, check_writable_file, write_text
 from segdino.backbone.variants import variant_name
 from segdino.checkpoint import add_allow_other_backbone, load_segdino
-from segdino.errors import UserError
+from segdino.errors import MissingExtra, UserError
 from segdino.model import SegDINO
 
 FORMAT = "segdino-onnx"
@@ -72,8 +72,8 @@ def _import_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError:
-        raise UserError("ONNX export needs the onnx package: pip install segdino[onnx]"
-                        ) from None
+        raise MissingExtra("ONNX export needs the onnx package: pip install segdino[onnx]"
+                           ) from None
     return onnx
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from segdino.argtypes import existing_dir, int_at_least, int_between, share_float
 from segdino.data.prepare import folder, isic2017, kvasir_seg, tn3k
-from segdino.data.prepare.output import build
+from segdino.data.prepare.output import build, check_out
 from segdino.data.prepare.plan import Options
 from segdino.errors import UserError
 
@@ -46,16 +48,15 @@ def prepare(
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
-    if not 0 <= fold < tn3k.FOLDS:
-        raise UserError(f"--fold {fold}: expected 0 to {tn3k.FOLDS - 1}")
-    for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise UserError(f"{flag} {value}: expected a number from 0 up to (not including) 1")
+    workers = default_workers() if workers is None else workers
+    for flag, value in (("--fold", fold), ("--val-fraction", val_fraction),
+                        ("--test-fraction", test_fraction), ("--masks", masks),
+                        ("--workers", workers)):
+        if value is not None:
+            _check(flag, value)
     if dataset == "folder" and val_fraction + test_fraction >= 1:
         raise UserError("--val-fraction plus --test-fraction must be below 1 (train needs some)")
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
-        raise UserError(f"--workers {workers}: expected 1 or more")
+    check_out(Path(out), [Path(p) for p in (source, masks) if p is not None])
     masks_dir = Path(masks).resolve() if masks is not None else None
     options = Options(fold, val_fraction, test_fraction, seed, masks_dir, mask_suffix)
     module = DATASETS[dataset]
@@ -73,23 +74,29 @@ def prepare(
 
 
 # CLI flag -> (prepare() keyword, type, metavar, help). Defaults are None, so that a flag
-# given to a dataset that does not read it is an error rather than silently ignored.
-_FLAGS = {
-    "--fold": ("fold", int, "K", "tn3k: val is fold K of the trainval fold files (default 0)"),
+# given to a dataset that does not read it is an error rather than silently ignored. The
+# types check values at parse time; prepare() checks its arguments with the same ones.
+_FLAGS: dict[str, tuple[str, Callable[[str], Any], str, str]] = {
+    "--fold": (
+        "fold",
+        int_between(0, tn3k.FOLDS - 1),
+        "K",
+        "tn3k: val is fold K of the trainval fold files (default 0)",
+    ),
     "--val-fraction": (
         "val_fraction",
-        float,
+        share_float,
         "F",
         "kvasir-seg, folder: share held out for val (default 0.1; kvasir-seg: of train)",
     ),
     "--test-fraction": (
         "test_fraction",
-        float,
+        share_float,
         "F",
         "folder: share held out for test (default 0.2)",
     ),
     "--seed": ("seed", int, "N", "kvasir-seg, folder: seed of the held-out choice (default 0)"),
-    "--masks": ("masks", str, "DIR", "folder: the folder of masks (required for folder)"),
+    "--masks": ("masks", existing_dir, "DIR", "folder: the folder of masks (required for folder)"),
     "--mask-suffix": (
         "mask_suffix",
         str,
@@ -97,6 +104,16 @@ _FLAGS = {
         "folder: a mask's stem is the image's plus SUFFIX, e.g. _mask (default none)",
     ),
 }
+_WORKERS = int_at_least(1)
+
+
+def _check(flag: str, value: object) -> None:
+    """A prepare() argument checked as its flag's text would be."""
+    kind = _WORKERS if flag == "--workers" else _FLAGS[flag][1]
+    try:
+        kind(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{flag} {exc}") from None
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +139,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_WORKERS,
         metavar="N",
         default=None,
         help=f"parallel workers (default min(4, CPU count), here {default_workers()})",

@@ -4,16 +4,22 @@ split.json is written first (marked incomplete) with every id, then the files, t
 marked complete. So OUT always says what it is: a rerun with the same request completes an
 interrupted run (each file is written atomically, so one that exists is whole) or, once
 complete, does nothing; a run with another request is refused rather than mixed in.
+
+One run at a time writes to an OUT (a lock file in it), and a run that fails before
+split.json is written leaves nothing behind: not its extracted zips, nor the folders it made.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,9 +36,26 @@ from segdino.errors import UserError
 SPLITS = ("train", "val", "test")
 RECORD = "split.json"
 SCRATCH = ".source"  # zips extracted here; removed once the run completes
+LOCK = ".segdino-prepare.lock"
+_OURS = (SCRATCH, LOCK)  # what OUT may hold before split.json is written
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an OUT that is a file, or that overlaps one of `inputs` (SOURCE, --masks):
+    writing inside the download changes it, and the download inside OUT would be mixed with
+    what prepare writes there."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder (expected OUT, a folder to fill)")
+    target = out.resolve()
+    for path in inputs:
+        given = path.resolve()
+        if target.is_relative_to(given):
+            raise UserError(f"{out}: inside {path}, the download; choose an OUT outside it")
+        if given.is_relative_to(target):
+            raise UserError(f"{path}: inside OUT {out}; choose an OUT apart from the download")
 
 
 def build(
@@ -43,12 +66,77 @@ def build(
     workers: int,
 ) -> dict[str, Any]:
     """Prepare OUT for `request` ({dataset, source, options}); return the split record."""
-    existing = _existing_record(out, request)
-    if existing is not None and existing.get("complete"):
-        _say(f"{out} already holds this dataset ({RECORD}); nothing to do")
-        return existing
+    source = Source(Path(request["source"]), out / SCRATCH)
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    try:
+        with _locked(out):
+            existing = _existing_record(out, request)
+            if existing is not None and existing.get("complete"):
+                _say(f"{out} already holds this dataset ({RECORD}); nothing to do")
+                return existing
+            try:
+                return _fill(request, out, existing, source, make_plan, skip_bad, workers)
+            except BaseException:
+                if not (out / RECORD).exists():  # nothing to resume: leave no trace
+                    shutil.rmtree(out / SCRATCH, ignore_errors=True)
+                raise
+    except BaseException:
+        # After the lock file is gone; rmdir refuses a folder with anything in it, so only
+        # folders this run made and left empty go.
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
-    source = Source(Path(request["source"]), out / SCRATCH, exclude=out)
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold OUT's lock file (made if need be) or refuse: a second `prepare` into the same OUT
+    at once would write the same files and split.json. The file is removed on the way out
+    if this run made it."""
+    lock = out / LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, made = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:  # a live run's, or a killed one's
+            fd, made = os.open(lock, os.O_RDWR), False
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write there ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The run that held it may have removed the file after we opened it: the lock
+            # we hold is then on a file nobody else will look at.
+            held = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except OSError:
+            held = False
+        if not held:
+            raise UserError(
+                f"{out}: another segdino prepare is writing there (locked: {lock}); "
+                "wait for it or choose another OUT"
+            )
+        try:
+            yield
+        finally:
+            if made:
+                lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _fill(
+    request: dict[str, Any],
+    out: Path,
+    existing: dict[str, Any] | None,
+    source: Source,
+    make_plan: Callable[[Source], Plan],
+    skip_bad: bool,
+    workers: int,
+) -> dict[str, Any]:
+    """Plan, check and write; `existing` is the record of an interrupted run to complete."""
     plan = make_plan(source)
     for note in plan.notes:
         _say(f"warning: {note}")
@@ -78,8 +166,8 @@ def build(
             "gives now (the download changed?); start again in a new OUT"
         )
 
-    _remove_leftovers(out)
     write_text(out / RECORD, _dumps(record))
+    _remove_leftovers(out)
     jobs = [(pair, out / name) for name in SPLITS for pair in splits[name]]
     _parallel(lambda job: _write_pair(*job), jobs, workers, "writing")
     record["complete"] = True
@@ -103,9 +191,7 @@ def _existing_record(out: Path, request: dict[str, Any]) -> dict[str, Any] | Non
                 "refusing to mix them (choose another OUT)"
             )
         return record
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder (expected OUT, a folder to fill)")
-    if out.exists() and any(p.name != SCRATCH for p in out.iterdir()):
+    if any(p.name not in _OURS for p in out.iterdir()):
         raise UserError(
             f"{out}: not empty and has no {RECORD} (not made by segdino prepare): "
             "refusing to mix; choose an empty or new OUT"
