@@ -128,15 +128,16 @@ def _from_gray(values: np.ndarray, scale: float, lossy: bool, name: str | Path) 
         # mid-grey): a 0/1/2 mask, or a 0/1 mask with a VOC-style boundary of 255.
         bright = levels[levels > BRIGHT * scale]
         boundary = len(bright) == 1 and bright[0] == scale
+        flags = _class_flags(levels.tolist(), boundary)
         raise UserError(f"{name}: values {_listed(levels)} look like class indices, not a "
-                        f"binary mask: give {_class_flags(levels.tolist(), boundary)}")
+                        f"binary mask: train and test with {flags}")
     unclear = _off_edge(values < DARK * scale, values > BRIGHT * scale) if has_mid else 0
     if unclear > MAX_UNCLEAR * values.size:
         flags = (_class_flags(levels.tolist(), False) if len(levels) <= MAX_CLASS_LEVELS
                  else "--num-classes K with --class-map VALUE:CLASS,...")
         raise UserError(f"{name}: {unclear / values.size:.1%} of the pixels are mid-grey "
                         f"(neither background nor foreground) away from any edge: a class "
-                        f"mask? give {flags}")
+                        f"mask? train and test with {flags}")
     return values > scale / 2
 
 
@@ -163,8 +164,9 @@ def _from_colour(rgb: np.ndarray, name: str | Path) -> np.ndarray:
     others = np.abs(tint - main_tint).max(axis=1) > 0.35
     if others.sum() > MAX_UNCLEAR * brightness.size:
         shown = ", ".join(f"#{c:06x}" for c in _main_colours(codes, inverse))
-        raise UserError(f"{name}: a mask of several colours ({shown}): a class mask? save the "
-                        "classes as indices (grayscale or palette PNG) and give --num-classes K")
+        raise UserError(f"{name}: a mask of several colours ({shown}): a class mask? save "
+                        "the classes as indices (grayscale or palette PNG) and train and test "
+                        "with --num-classes K")
     return foreground
 
 
@@ -173,8 +175,8 @@ def _from_palette(im: Image.Image, name: str | Path) -> np.ndarray:
     used = np.unique(indices)
     if len(used) > 2:
         raise UserError(f"{name}: a palette mask using indices {_listed(used)}: a class mask? "
-                        f"give {_class_flags(used.tolist(), used[-1] == 255)} (the palette "
-                        "indices are the classes)")
+                        f"train and test with {_class_flags(used.tolist(), used[-1] == 255)} (the "
+                        "palette indices are the classes)")
     palette = np.zeros((256, 3), int)
     colours = np.asarray(im.getpalette("RGB") or [], int).reshape(-1, 3)
     palette[: len(colours)] = colours
@@ -183,7 +185,8 @@ def _from_palette(im: Image.Image, name: str | Path) -> np.ndarray:
         return np.full(indices.shape, brightness[0] >= DARK * 255)
     if brightness.min() >= DARK * 255:
         raise UserError(f"{name}: neither of the palette mask's colours is black, so which one "
-                        "is the object is unclear: give --num-classes 2 (index 0 the background)")
+                        "is the object is unclear: train and test with --num-classes 2 (index 0 "
+                        "the background)")
     return indices != used[np.argmin(brightness)]
 
 
