@@ -309,11 +309,13 @@ def test_test_reads_each_mask_coding_as_its_truth(tiny_run, tmp_path, kind):
     assert all(float(row["recall"]) == pytest.approx(1) for row in rows)
 
 
-def test_test_reads_upright_image_and_mask_pairs(tiny_run, tmp_path):
-    # Both stored a quarter turn away from upright, both with EXIF orientation 6.
+def test_test_reads_an_exif_rotated_image_with_its_mask_drawn_upright(tiny_run, tmp_path):
+    # The image stored a quarter turn away from upright with EXIF orientation 6; the mask drawn
+    # over the upright picture (as annotation tools show it), without EXIF.
     folder = write_pairs(tmp_path / "data" / "set" / "test", GOOD_MASKS["zero_one"][0])
-    for path in folder.rglob("*.png"):
-        Image.fromarray(np.rot90(np.asarray(Image.open(path)))).save(path, exif=exif(6))
+    for i in range(N):
+        path = folder / "image" / f"{i:04d}.png"
+        Image.fromarray(np.rot90(picture(i))).save(path, exif=exif(6))
     outcome = run_test(tiny_run, tmp_path / "data", tmp_path / "out")
     assert outcome.code == 0, outcome.stderr
     rows = read_csv(tmp_path / "out" / "t" / "metrics.csv")[:-1]
