@@ -453,6 +453,8 @@ def test_read_mask_refuses_class_values(tmp_path, name, pixels, expected):
 def test_read_mask_refuses_colours_and_palettes_it_cannot_tell(tmp_path):
     two = np.zeros((24, 24, 3), np.uint8)
     two[:8], two[16:] = (255, 0, 0), (0, 255, 0)
+    dim = two.copy()
+    dim[16:] = (0, 100, 0)  # below half the red's brightness, yet no edge of it
     three = Image.fromarray((np.arange(24 * 24).reshape(24, 24) % 3).astype(np.uint8), "P")
     three.putpalette(VOC_PALETTE)
     boundary = Image.fromarray(np.where(square(), 1, 0).astype(np.uint8), "P")
@@ -466,6 +468,7 @@ def test_read_mask_refuses_colours_and_palettes_it_cannot_tell(tmp_path):
     for name, im, expected in [
         ("two.png", Image.fromarray(two), "several colours"),
         ("two.jpg", Image.fromarray(two), "several colours"),
+        ("dim.png", Image.fromarray(dim), "several colours"),
         ("three.png", three, "--num-classes 3"),
         ("voc.png", boundary, "--num-classes 2 --ignore-index 255"),
         ("bright.png", bright, "--num-classes 2"),

@@ -116,7 +116,7 @@ def _gray_scale(mode: str, values: np.ndarray) -> float:
 
 def _from_gray(values: np.ndarray, scale: float, lossy: bool, name: str | Path) -> np.ndarray:
     levels = np.unique(values)
-    if levels.min() >= 0 and levels.max() <= 1:
+    if set(levels.tolist()) <= {0, 1}:
         return values == 1
     if len(levels) == 1:
         return values > scale / 2
@@ -162,7 +162,9 @@ def _from_colour(rgb: np.ndarray, name: str | Path) -> np.ndarray:
     main = np.bincount(steps).argmax()
     main_tint = np.array([main // 25, main // 5 % 5, main % 5]) / 4
     others = np.abs(tint - main_tint).max(axis=1) > 0.35
-    if others.sum() > MAX_UNCLEAR * brightness.size:
+    # A second, dimmer colour would sit below the threshold: not black, yet off any edge.
+    dim = _off_edge(brightness < DARK * 255, foreground)
+    if max(others.sum(), dim) > MAX_UNCLEAR * brightness.size:
         shown = ", ".join(f"#{c:06x}" for c in _main_colours(codes, inverse))
         raise UserError(f"{name}: a mask of several colours ({shown}): a class mask? save "
                         "the classes as indices (grayscale or palette PNG) and train and test "
