@@ -11,7 +11,7 @@ is decoded upright by its EXIF orientation (`images.open_image`), then by its co
   0 and 1 is 0/1; a mask of two values, the lower one dark (below a quarter of the scale),
   has the higher one as foreground (0/255, 0/65535, 0/38 from a palette turned gray);
   otherwise foreground is above half the scale, and values between a quarter and three
-  quarters (anti-aliasing, JPEG noise) may only be a thin band along the object's edge.
+  quarters (anti-aliasing, blur, JPEG noise) may only be a thin band along edges.
 - Colour on black (a red object is common): foreground is the non-black colour (with JPEG
   noise: brighter than half the brightest pixel); it must be one colour.
 - Alpha: when the colour is the same everywhere and only the alpha channel varies, the alpha
@@ -41,7 +41,7 @@ from segdino.errors import UserError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 DARK, BRIGHT = 0.25, 0.75  # fractions of the scale: below is background, above foreground
-EDGE_PX = 2  # how close to both sides a mid-grey pixel must be to count as edge
+EDGE_PX = 2  # how close to background or foreground a mid-grey pixel must be to be edge
 MAX_UNCLEAR = 0.005  # the share of pixels that may be off-edge mid-grey (or off-colour)
 MAX_CLASS_LEVELS = 8  # more distinct dark levels than this are noise, not class indices
 LOSSY_FORMATS = ("JPEG", "MPO")  # MPO: the multi-picture JPEG of some cameras
@@ -116,7 +116,8 @@ def _gray_scale(mode: str, values: np.ndarray) -> float:
 
 def _from_gray(values: np.ndarray, scale: float, lossy: bool, name: str | Path) -> np.ndarray:
     levels = np.unique(values)
-    if set(levels.tolist()) <= {0, 1}:
+    # A JPEG of an empty mask can decode to a constant 1: one level in a JPEG is no 0/1 mask.
+    if set(levels.tolist()) <= {0, 1} and not (lossy and len(levels) == 1):
         return values == 1
     if len(levels) == 1:
         return values > scale / 2
@@ -194,11 +195,11 @@ def _from_palette(im: Image.Image, name: str | Path) -> np.ndarray:
 
 def _off_edge(background: np.ndarray, foreground: np.ndarray) -> int:
     """How many pixels are neither `background` nor `foreground` and not within EDGE_PX of
-    both (the thin band that anti-aliasing and JPEG noise leave along an edge)."""
-    near = [np.asarray(Image.fromarray(side.astype(np.uint8) * 255)
-                       .filter(ImageFilter.MaxFilter(2 * EDGE_PX + 1))) > 0
-            for side in (background, foreground)]
-    return int((~background & ~foreground & ~(near[0] & near[1])).sum())
+    either (anti-aliasing, blur and JPEG noise leave a thin band along edges, and a small
+    object can be all edge)."""
+    sides = Image.fromarray((background | foreground).astype(np.uint8) * 255)
+    near = np.asarray(sides.filter(ImageFilter.MaxFilter(2 * EDGE_PX + 1))) > 0
+    return int((~near).sum())
 
 
 def _constant(values: np.ndarray) -> bool:
