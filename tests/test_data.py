@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader
 
 from segdino.data.dataset import SegmentationDataset, find_pairs
-from segdino.data.files import check_pair, read_mask
+from segdino.data.files import binary_mask, check_pair, read_mask
 from segdino.data.holdout import holdout
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.data.transforms import (
@@ -434,6 +434,18 @@ def test_read_mask_jpeg_noise_and_thin_edges(tmp_path):
     smooth = np.tile(ramp, (16, 1))
     got = read_mask(written(tmp_path / "smooth.png", Image.fromarray(smooth)))
     np.testing.assert_array_equal(got, smooth > 127)
+
+
+def test_read_mask_constant_and_blurred_masks(tmp_path):
+    ones = Image.new("L", (16, 16), 1)
+    assert read_mask(written(tmp_path / "ones.png", ones)).all()  # 0/1: all foreground
+    ones.format = "JPEG"  # as a JPEG of an empty mask may decode: noise, the background
+    assert not binary_mask(ones, "ones.jpg").any()
+    dot = np.zeros((40, 40), np.uint8)
+    dot[18:21, 18:21] = 255
+    blurred = Image.fromarray(dot).filter(ImageFilter.GaussianBlur(1.5))  # all edge, no core
+    got = read_mask(written(tmp_path / "dot.png", blurred))
+    np.testing.assert_array_equal(got, np.asarray(blurred) > 127)
 
 
 @pytest.mark.parametrize(("name", "pixels", "expected"), [
