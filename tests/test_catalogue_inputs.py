@@ -138,7 +138,7 @@ def write_pairs(folder: Path, masks: MaskMaker, mask_ext: str = ".png",
                                ".png"), ("mask", masks(truth(i)), mask_ext)):
             path = folder / kind / f"{i:04d}{ext}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            im.save(path, quality=95) if ext == ".jpg" else im.save(path)
+            im.save(path, quality=95)  # other formats than JPEG ignore the quality
     return folder
 
 

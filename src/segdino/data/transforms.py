@@ -2,8 +2,8 @@
 
 The preprocessing is the reference's (docs: reference.md, section 3): RGB, PIL bicubic
 resize (which antialiases when downscaling), scale to [0, 1], ImageNet normalisation; masks
-are resized with nearest neighbour. `Augment` is the optional SegDINO v2
-style augmentation, off by default because the paper trains without it.
+are resized with nearest neighbour. `Augment` is the optional SegDINO v2 style augmentation,
+off by default because the paper trains without it.
 """
 
 from __future__ import annotations
