@@ -1,17 +1,21 @@
-"""The data pipeline: preprocessing, pairing files, the hold-out, augmentation, datasets."""
+"""The data pipeline: preprocessing, pairing files, the hold-out, augmentation, datasets, and
+reading files (the binary-mask rule, EXIF, 16-bit and other image modes, oversized files)."""
 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader
 
 from segdino.data.dataset import SegmentationDataset, find_pairs
+from segdino.data.files import binary_mask, check_pair, read_mask
 from segdino.data.holdout import holdout
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.data.transforms import (
@@ -68,28 +72,13 @@ def test_image_to_tensor_antialiases_when_downscaling():
     assert np.abs(out[2:-2, 2:-2].astype(int) - 128).max() <= 2
 
 
-def test_mask_to_tensor_zero_one_mask_and_nearest_resize():
-    mask01 = (random_image(10, 12)[..., 0] > 128).astype(np.uint8)  # values 0 and 1
-    out = mask_to_tensor(Image.fromarray(mask01), (20, 24))
+def test_mask_to_tensor_nearest_resize():
+    mask = random_image(10, 12)[..., 0] > 128
+    out = mask_to_tensor(mask, (20, 24))
     assert out.shape == (1, 20, 24) and out.dtype == torch.float32
     # Nearest-neighbour doubling repeats each pixel twice along each axis.
-    expected = np.repeat(np.repeat(mask01, 2, 0), 2, 1)
+    expected = np.repeat(np.repeat(mask, 2, 0), 2, 1)
     np.testing.assert_array_equal(out[0].numpy(), expected)
-    np.testing.assert_array_equal(mask_to_tensor(mask01.astype(bool), (20, 24)), out)
-
-
-def test_mask_to_tensor_thresholds_noisy_jpeg():
-    truth = np.zeros((64, 64), bool)
-    truth[16:40, 8:48] = True  # on JPEG's 8x8 block grid, so ringing stays small
-    # Grey levels near 0 and 255, as in Kvasir-SEG's JPEG masks.
-    noise = np.random.default_rng(0).integers(0, 25, truth.shape)
-    pixels = np.where(truth, 250 - noise, 5 + noise).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=60)
-    noisy = Image.open(buffer)
-    values = np.unique(np.asarray(noisy))
-    assert len(values) > 30  # the file really is noisy
-    np.testing.assert_array_equal(mask_to_tensor(noisy, (64, 64))[0].numpy(), truth)
 
 
 def test_denormalise_inverts_image_to_tensor():
@@ -368,3 +357,203 @@ def test_synthetic_dataset_layout_and_content(tmp_path, synthetic):
     )
     with pytest.raises(UserError, match="not empty"):
         make_synthetic_dataset(again)
+
+
+# --- reading files: the binary-mask rule, upright and wide images -------------------------
+
+
+def square(h: int = 32, w: int = 40) -> np.ndarray:
+    """The hand-made truth of most mask tests: a block on the JPEG 8 x 8 grid."""
+    truth = np.zeros((h, w), bool)
+    truth[8:24, 16:32] = True
+    return truth
+
+
+def written(path: Path, im: Image.Image, **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, **options)
+    return path
+
+
+# VOC's palette: black, dark red, green, ..., and the boundary's cream at index 255.
+VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 3 * 252 + [224, 224, 192]
+
+
+def coded_masks(truth: np.ndarray) -> dict[str, Image.Image]:
+    """`truth` in each binary coding the rule reads, by name and file type."""
+    t = truth.astype(np.uint8)
+    red = np.zeros((*truth.shape, 3), np.uint8)
+    red[truth] = (255, 0, 0)
+    rgba = np.zeros((*truth.shape, 4), np.uint8)
+    rgba[..., 3] = t * 255  # the object only in alpha; the colour black everywhere
+    palette = Image.fromarray(t, "P")
+    palette.putpalette(VOC_PALETTE)
+    swapped = Image.fromarray(1 - t, "P")  # background at index 1, black; the object white
+    swapped.putpalette([255, 255, 255, 0, 0, 0])
+    return {
+        "gray_0_255.png": Image.fromarray(t * 255),
+        "gray_0_1.png": Image.fromarray(t),
+        "gray_0_38.png": Image.fromarray(t * 38),  # a VOC palette mask turned gray
+        "wide_0_65535.png": Image.fromarray(t.astype(np.uint16) * 65535),
+        "wide_0_1.png": Image.fromarray(t.astype(np.uint16)),
+        "one_bit.png": Image.fromarray(truth),
+        "red.png": Image.fromarray(red),
+        "red.jpg": Image.fromarray(red),
+        "dark_red.png": Image.fromarray(red // 2),
+        "gray_as_rgb.jpg": Image.fromarray(t * 255).convert("RGB"),
+        "alpha_only.png": Image.fromarray(rgba, "RGBA"),
+        "gray_alpha.png": Image.fromarray(rgba[..., 2:], "LA"),
+        "voc_palette.png": palette,
+        "swapped_palette.png": swapped,
+    }
+
+
+@pytest.mark.parametrize("name", list(coded_masks(square())))
+def test_read_mask_reads_each_binary_coding(tmp_path, name):
+    path = written(tmp_path / name, coded_masks(square())[name])
+    np.testing.assert_array_equal(read_mask(path), square())
+
+
+def test_read_mask_jpeg_noise_and_thin_edges(tmp_path):
+    truth = np.zeros((64, 64), bool)
+    truth[16:40, 8:48] = True
+    # Grey levels near 0 and 255, as in Kvasir-SEG's JPEG masks.
+    noise = np.random.default_rng(0).integers(0, 25, truth.shape)
+    pixels = np.where(truth, 250 - noise, 5 + noise).astype(np.uint8)
+    noisy = written(tmp_path / "noisy.jpg", Image.fromarray(pixels), quality=60)
+    assert len(np.unique(np.asarray(Image.open(noisy)))) > 30  # the file really is noisy
+    np.testing.assert_array_equal(read_mask(noisy), truth)
+    empty = np.random.default_rng(1).integers(0, 8, truth.shape).astype(np.uint8)
+    assert not read_mask(written(tmp_path / "empty.jpg", Image.fromarray(empty))).any()
+    # A JPEG keeps no class indices: dark levels are noise, the background.
+    classes = np.zeros((32, 32), np.uint8)
+    classes[8:16], classes[16:24] = 1, 2
+    assert not read_mask(written(tmp_path / "classes.jpg", Image.fromarray(classes))).any()
+    # Anti-aliased edges (a lossless file): foreground above half, the ramp a thin band.
+    ramp = np.clip((np.arange(64) - 20) * 60, 0, 255).astype(np.uint8)  # 0, 60, 120, ... 255
+    smooth = np.tile(ramp, (16, 1))
+    got = read_mask(written(tmp_path / "smooth.png", Image.fromarray(smooth)))
+    np.testing.assert_array_equal(got, smooth > 127)
+
+
+def test_read_mask_constant_and_blurred_masks(tmp_path):
+    ones = Image.new("L", (16, 16), 1)
+    assert read_mask(written(tmp_path / "ones.png", ones)).all()  # 0/1: all foreground
+    ones.format = "JPEG"  # as a JPEG of an empty mask may decode: noise, the background
+    assert not binary_mask(ones, "ones.jpg").any()
+    dot = np.zeros((40, 40), np.uint8)
+    dot[18:21, 18:21] = 255
+    blurred = Image.fromarray(dot).filter(ImageFilter.GaussianBlur(1.5))  # all edge, no core
+    got = read_mask(written(tmp_path / "dot.png", blurred))
+    np.testing.assert_array_equal(got, np.asarray(blurred) > 127)
+
+
+@pytest.mark.parametrize(("name", "pixels", "expected"), [
+    ("classes.png", [0, 1, 2], "--num-classes 3"),
+    ("boundary.png", [0, 1, 255], "--num-classes 2 --ignore-index 255"),
+    ("levels.png", [0, 128, 255], "--num-classes 3 --class-map 0:0,128:1,255:2"),
+    ("wide.png", [0, 1, 2], "--num-classes 3"),
+])
+def test_read_mask_refuses_class_values(tmp_path, name, pixels, expected):
+    values = np.repeat(np.array(pixels, np.uint16 if name == "wide.png" else np.uint8), 12)
+    path = written(tmp_path / name, Image.fromarray(np.tile(values, (20, 1))))
+    with pytest.raises(UserError) as error:
+        read_mask(path)
+    assert str(path) in str(error.value) and expected in str(error.value)
+
+
+def test_read_mask_refuses_colours_and_palettes_it_cannot_tell(tmp_path):
+    two = np.zeros((24, 24, 3), np.uint8)
+    two[:8], two[16:] = (255, 0, 0), (0, 255, 0)
+    dim = two.copy()
+    dim[16:] = (0, 100, 0)  # below half the red's brightness, yet no edge of it
+    three = Image.fromarray((np.arange(24 * 24).reshape(24, 24) % 3).astype(np.uint8), "P")
+    three.putpalette(VOC_PALETTE)
+    boundary = Image.fromarray(np.where(square(), 1, 0).astype(np.uint8), "P")
+    boundary.putpalette(VOC_PALETTE)
+    edge = np.zeros((32, 40), np.uint8)
+    edge[7, :] = 255
+    boundary = Image.fromarray(np.maximum(np.asarray(boundary), edge), "P")
+    boundary.putpalette(VOC_PALETTE)
+    bright = Image.fromarray(square().astype(np.uint8), "P")
+    bright.putpalette([255, 255, 255, 255, 0, 0])
+    for name, im, expected in [
+        ("two.png", Image.fromarray(two), "several colours"),
+        ("two.jpg", Image.fromarray(two), "several colours"),
+        ("dim.png", Image.fromarray(dim), "several colours"),
+        ("three.png", three, "--num-classes 3"),
+        ("voc.png", boundary, "--num-classes 2 --ignore-index 255"),
+        ("bright.png", bright, "--num-classes 2"),
+    ]:
+        with pytest.raises(UserError, match=expected) as error:
+            read_mask(written(tmp_path / name, im))
+        assert name in str(error.value)
+
+
+def exif(orientation: int) -> Image.Exif:
+    tags = Image.Exif()
+    tags[0x0112] = orientation
+    return tags
+
+
+def test_exif_orientation_is_applied_to_images_and_masks(tmp_path):
+    pixels = random_image(6, 10)
+    # 6: the stored picture is shown turned a quarter clockwise; 3: half a turn.
+    for orientation, upright in [(6, np.rot90(pixels, -1)), (3, np.rot90(pixels, 2))]:
+        path = written(tmp_path / f"o{orientation}.png", Image.fromarray(pixels),
+                       exif=exif(orientation))
+        np.testing.assert_array_equal(np.asarray(load_rgb(path)), upright)
+    mask = written(tmp_path / "mask" / "o6.png", Image.fromarray(square(6, 10).astype(np.uint8)),
+                   exif=exif(6))
+    np.testing.assert_array_equal(read_mask(mask), np.rot90(square(6, 10), -1))
+    assert check_pair(tmp_path / "o6.png", mask) is None  # both upright: 6 x 10 each
+    plain = written(tmp_path / "mask" / "plain.png", Image.fromarray(square(6, 10)))
+    assert "is 6x10 but its mask plain.png is 10x6" in check_pair(tmp_path / "o6.png", plain)
+
+
+def test_images_decode_to_the_rgb_opencv_gives(tmp_path):
+    wide = np.random.default_rng(0).integers(0, 65536, (5, 7), dtype=np.uint16)
+    path = written(tmp_path / "wide.png", Image.fromarray(wide))
+    np.testing.assert_array_equal(np.asarray(load_rgb(path)),
+                                  np.repeat((wide >> 8).astype(np.uint8)[..., None], 3, 2))
+    cmyk = Image.new("CMYK", (2, 1))
+    cmyk.putpixel((0, 0), (255, 0, 0, 0))
+    cmyk.putpixel((1, 0), (0, 0, 0, 128))
+    got = np.asarray(load_rgb(written(tmp_path / "cmyk.jpg", cmyk, quality=100)))
+    # R = (255 - C)(255 - K) / 255: cyan, then a mid grey.
+    assert np.abs(got.astype(int) - [[(0, 255, 255), (127, 127, 127)]]).max() <= 2
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    palette.putpalette(VOC_PALETTE)
+    got = load_rgb(written(tmp_path / "palette.png", palette))
+    np.testing.assert_array_equal(np.asarray(got), [[(0, 0, 0), (128, 0, 0)]])
+    rgba = random_image(3, 4, seed=2)
+    alpha = np.dstack([rgba, np.zeros((3, 4), np.uint8)])  # fully transparent: alpha dropped
+    got = load_rgb(written(tmp_path / "rgba.png", Image.fromarray(alpha, "RGBA")))
+    np.testing.assert_array_equal(np.asarray(got), rgba)
+    gray_alpha = Image.fromarray(np.dstack([rgba[..., 0], rgba[..., 1]]), "LA")
+    got = load_rgb(written(tmp_path / "la.png", gray_alpha))
+    np.testing.assert_array_equal(np.asarray(got), np.repeat(rgba[..., :1], 3, 2))
+
+
+def bomb(path: Path, side: int = 100_000) -> Path:
+    """A PNG whose header declares side x side pixels (a few bytes on disk)."""
+    buffer = io.BytesIO()
+    Image.new("1", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", side, side)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_oversized_images_are_refused_in_one_line(tmp_path, monkeypatch, recwarn):
+    with pytest.raises(UserError, match="too many pixels") as error:
+        load_rgb(bomb(tmp_path / "bomb.png"))
+    assert str(error.value).startswith(f"{tmp_path / 'bomb.png'}: ")
+    assert "\n" not in str(error.value)
+    # Between one and two times the limit PIL only warns: refused all the same, no warning.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    path = written(tmp_path / "large.png", Image.new("L", (15, 10)))
+    with pytest.raises(UserError, match="large.png: too many pixels"):
+        read_mask(path)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

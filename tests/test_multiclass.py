@@ -337,7 +337,8 @@ def test_train_test_predict_three_classes(tmp_path: Path, data: Path, capsys) ->
     assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png", "MEAN"]
     predictor = Predictor.from_checkpoint(best, device="cpu")
     fmt = MaskFormat(3)
-    for (image, mask), row in zip(find_pairs(data / "synth" / "test"), rows, strict=False):
+    for (image, mask), row in zip(find_pairs(data / "synth" / "test", mask_format=fmt), rows,
+                                  strict=False):
         pred, truth = predictor(image), fmt.read(mask)
         for c in (1, 2):  # an independent recount of each class's Dice
             p, t = pred == c, truth == c
@@ -361,7 +362,7 @@ def predict_and_check(ckpt: Path, split: Path, out: Path) -> set[int]:
     assert main(["predict", str(ckpt), str(split / "image"), "--out", str(out), "--color",
                  "--overlay", "--probabilities", "--device", "cpu"]) == 0
     predictor, seen = Predictor.from_checkpoint(ckpt, device="cpu"), set()
-    for image, _ in find_pairs(split):
+    for image, _ in find_pairs(split, mask_format=MaskFormat(3)):
         mask, prob = predictor(image, return_probabilities=True)
         with Image.open(image) as im:
             size = im.size

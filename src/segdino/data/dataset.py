@@ -71,7 +71,7 @@ def find_pairs(
     # Decoding dominates; PIL releases the GIL while decoding, so threads run in parallel.
     with ThreadPoolExecutor() as pool:
         problems += [p for p in pool.map(
-            lambda pair: check_pair(*pair) or mask_format.problem(pair[1]), pairs) if p]
+            lambda pair: check_pair(*pair, mask_format.read), pairs) if p]
     raise_problems(str(split_dir), problems)
     return pairs
 

@@ -1,8 +1,9 @@
 """How mask files become training targets and truths: binary, or class indices.
 
 A one-class (binary) model reads masks as foreground/background, by `files.read_mask`'s
-rule. A model of K >= 2 classes reads every pixel as a class index 0..K-1, 0 being the
-background, and never binarises:
+rule (which refuses masks that look like classes, naming the flags below). A model of K >= 2
+classes reads every pixel as a class index 0..K-1, 0 being the background, and never
+binarises:
 
 - a grayscale PNG (8 or 16 bit): its values are the classes;
 - a palette ("P" mode) PNG: its palette indices are the classes (the colours do not matter);
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 
 from segdino.data.files import read_mask
+from segdino.data.images import open_image
 from segdino.data.transforms import mask_to_tensor
 from segdino.errors import UserError
 
@@ -54,13 +56,10 @@ def parse_class_map(text: str) -> dict[int, int]:
 
 
 def _pixel_values(path: Path) -> np.ndarray:
-    """A mask file's pixel values (H x W integers): grey levels, or a palette image's
-    indices. An RGB file is accepted when it is gray (all channels equal)."""
-    try:
-        with Image.open(path) as im:
-            values = np.asarray(im)
-    except Exception as exc:  # PIL raises many types for bad files
-        raise UserError(f"{path}: unreadable mask ({type(exc).__name__})") from None
+    """A mask file's pixel values (H x W integers), upright by its EXIF orientation: grey
+    levels, or a palette image's indices. An RGB file is accepted when it is gray (all
+    channels equal)."""
+    values = np.asarray(open_image(path))
     if values.ndim == 3:
         # LA or PA: the alpha channel is not part of the mask; RGB(A): taken when it is gray
         if values.shape[2] > 2 and (values[..., :3] != values[..., :1]).any():
@@ -131,16 +130,6 @@ class MaskFormat:
             ignore = "" if self.ignore_index is None else f" or --ignore-index {self.ignore_index}"
             raise UserError(f"{path}: value(s) {_listed(bad.tolist())} not {expected}{ignore}")
         return table[inverse].reshape(values.shape).astype(np.uint8)
-
-    def problem(self, path: Path) -> str | None:
-        """What is wrong with a readable mask file's values, or None (binary: never)."""
-        if self.binary:
-            return None
-        try:
-            self.read(path)
-        except UserError as exc:
-            return str(exc)
-        return None
 
     def resize(self, mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """A mask from `read` at `size` = (h, w), by nearest neighbour."""

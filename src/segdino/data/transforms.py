@@ -2,8 +2,8 @@
 
 The preprocessing is the reference's (docs: reference.md, section 3): RGB, PIL bicubic
 resize (which antialiases when downscaling), scale to [0, 1], ImageNet normalisation; masks
-are resized with nearest neighbour and thresholded. `Augment` is the optional SegDINO v2
-style augmentation, off by default because the paper trains without it.
+are resized with nearest neighbour. `Augment` is the optional SegDINO v2 style augmentation,
+off by default because the paper trains without it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
-from segdino.data.files import binarise_mask
+from segdino.data.images import open_image, to_rgb
 from segdino.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -28,11 +28,11 @@ _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 def load_rgb(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
     """An RGB PIL image from a file path, a PIL image, or an H x W x 3 uint8 array.
 
-    EXIF orientation is not applied, as in the reference: masks carry none, so turning the
-    image alone would misalign the pair.
+    A file is read upright by its EXIF orientation, 16-bit pixels scaled to 8 bits, as the
+    reference's OpenCV decoder does (`images.open_image`, `images.to_rgb`).
     """
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        return to_rgb(source)
     if isinstance(source, np.ndarray):
         if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
             raise UserError(
@@ -40,11 +40,7 @@ def load_rgb(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
                 "expected H x W x 3 uint8"
             )
         return Image.fromarray(source, "RGB")
-    try:
-        with Image.open(source) as im:
-            return im.convert("RGB")  # convert() decodes fully, so truncation shows here
-    except Exception as exc:  # PIL raises many types for bad files
-        raise UserError(f"{source}: unreadable image ({type(exc).__name__})") from exc
+    return to_rgb(open_image(source))
 
 
 def _mask_image(mask: np.ndarray) -> Image.Image:
@@ -67,16 +63,12 @@ def image_to_tensor(
     return (x.float() / 255.0 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
-def mask_to_tensor(mask: np.ndarray | Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """A [1, h, w] float32 0/1 tensor: nearest resize to `size` = (h, w), then threshold.
-
-    `mask` is a boolean array or a PIL image of any mode (read as grayscale).
-    """
-    if isinstance(mask, np.ndarray):
-        mask = _mask_image(mask)
+def mask_to_tensor(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """A [1, h, w] float32 0/1 tensor from a boolean H x W mask: nearest resize to `size` =
+    (h, w)."""
     height, width = size
-    resized = mask.convert("L").resize((width, height), Image.Resampling.NEAREST)
-    return torch.from_numpy(binarise_mask(np.asarray(resized))).float().unsqueeze(0)
+    resized = _mask_image(mask).resize((width, height), Image.Resampling.NEAREST)
+    return torch.from_numpy(np.asarray(resized) > 127).float().unsqueeze(0)
 
 
 def denormalise(t: torch.Tensor) -> np.ndarray:
