@@ -217,7 +217,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, data, weights, capsys) -> None
     err = error_of(capsys, [*base, "--name", "taken"])
     assert "exists and is not empty" in err and "--resume" in err
     err = error_of(capsys, ["train", "--resume", str(tmp_path / "nothing")])
-    assert "no state.pt" in err
+    assert "no config.json or state.pt" in err
 
 
 def test_broken_dataset_lists_every_problem(tmp_path, weights, capsys) -> None:

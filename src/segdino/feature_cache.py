@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from segdino.errors import UserError
 from segdino.model import SegDINO
+from segdino.runtime import ignore_interrupts
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CACHE_FILE = "feature_cache.{name}.bin"
@@ -96,7 +97,7 @@ def build_cache(
     for view in range(views):
         torch.manual_seed(seed + 7919 * view)  # the augmentation of view `view`
         loader = DataLoader(augmented if view else plain, batch_size=batch_size,
-                            num_workers=num_workers,
+                            num_workers=num_workers, worker_init_fn=ignore_interrupts,
                             generator=torch.Generator().manual_seed(seed + 7919 * view))
         bar = tqdm(loader, desc=f"caching {name} view {view + 1}/{views}", leave=False,
                    disable=not progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import signal
 import sys
 from pathlib import Path
 
@@ -112,3 +113,10 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     libc.mallopt(m_mmap_threshold, 1 << 30)
     libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def ignore_interrupts(_worker_id: int) -> None:
+    """A DataLoader `worker_init_fn`: Ctrl-C reaches every process of the terminal's group,
+    and only the main process should answer it (with one line), not each worker with its
+    own traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
