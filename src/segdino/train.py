@@ -48,7 +48,7 @@ from segdino.errors import UserError, first_line
 from segdino.feature_cache import CACHE_DTYPES, build_cache
 from segdino.hub import parse_repo_id
 from segdino.model import Preprocessing, SegDINO
-from segdino.runtime import autocast, ignore_interrupts, keep_freed_memory, pick_device
+from segdino.runtime import autocast, batches, keep_freed_memory, pick_device, quiet_worker
 from segdino.visualize import grid, overlay, save_curves, save_png
 
 BINARY_LOSSES = ("bce", "bce+dice")  # one class: sigmoid
@@ -205,7 +205,7 @@ def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: Train
     yields cached features)."""
     step.model.eval()
     losses, dices, ious, tiles = [], [], [], []
-    for inputs, masks, index in loader:
+    for inputs, masks, index in batches(loader):
         inputs, masks = inputs.to(device), masks.to(device)
         with autocast(device, cfg.precision):
             logits = step(inputs)
@@ -454,7 +454,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
                                  cache_name("val", ranks), ranks.main)
     val_loader = DataLoader(val_source, batch_size=cfg.batch_size,
                             num_workers=0 if cfg.cache_features else cfg.num_workers,
-                            pin_memory=pin, worker_init_fn=ignore_interrupts)
+                            pin_memory=pin, worker_init_fn=quiet_worker)
     history: list[dict] = []
     best, start = -math.inf, 0
     if state is not None:
@@ -478,13 +478,13 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
             source.set_epoch(epoch)
         loader = DataLoader(source, batch_size=cfg.batch_size // ranks.world, sampler=sampler,
                             num_workers=0 if cfg.cache_features else cfg.num_workers,
-                            pin_memory=pin, worker_init_fn=ignore_interrupts,
+                            pin_memory=pin, worker_init_fn=quiet_worker,
                             generator=torch.Generator().manual_seed(
                                 epoch_seed(cfg.seed, epoch) + ranks.rank))
         model.train()
         started, seen, loss_sum, dice_sum = time.time(), 0, 0.0, 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not progress)
+        bar = tqdm(batches(loader), total=len(loader), leave=False, disable=not progress,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for inputs, masks, _ in bar:
             inputs, masks = inputs.to(device), masks.to(device)
             with autocast(device, cfg.precision):
