@@ -56,7 +56,7 @@ CLASS_LOSSES = ("ce", "ce+dice")  # K >= 2 classes: softmax
 LOSSES = BINARY_LOSSES + CLASS_LOSSES
 PATCH = ViTConfig.patch_size  # every DINOv3 ViT's; input sizes are whole patches
 LOCK_FILE = "train.lock"
-RUN_MARKERS = ("config.json", LOCK_FILE)  # a folder holding one is a run's
+RUN_MARKERS = ("config.json", "state.pt")  # a folder holding one is a run's
 # What a resumed run may change: none changes what it computes (--dino-ckpt only to weights
 # of the same SHA-256, which check_backbone enforces, or by --allow-other-backbone).
 RESUME_MAY_CHANGE = ("epochs", "num_workers", "device", "dino_ckpt")
@@ -317,22 +317,26 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def check_not_foreign(run_dir: Path) -> None:
+    """Refuse a run folder that holds files, but no run (checked before it is locked, which
+    would add a file to it)."""
+    if (run_dir.is_dir() and not any((run_dir / name).exists() for name in RUN_MARKERS)
+            and any(p.name != LOCK_FILE for p in run_dir.iterdir())):
+        raise UserError(f"{run_dir}: folder exists, is not empty and holds no run (choose "
+                        "another --name)")
+
+
 def read_state(run_dir: Path, resuming: bool, announce: bool) -> dict | None:
-    """The state to continue from, or None to start afresh: in a new or empty folder, or in
-    one whose run was interrupted before its first state.pt (said when `announce`)."""
+    """The state to continue from, or None to start afresh: in a new folder, or in one whose
+    run was interrupted before its first state.pt (said when `announce`)."""
     if (run_dir / "state.pt").is_file():
         if not resuming:
             raise UserError(f"{run_dir}: run folder exists and is not empty (choose another "
                             f"--name, or continue it with --resume {run_dir})")
         return torch_load(run_dir / "state.pt")
-    if any((run_dir / name).exists() for name in RUN_MARKERS):
-        if announce:
-            print(f"restarting {run_dir}: its run was interrupted before its first epoch "
-                  "ended (no state.pt)", flush=True)
-        return None
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir}: folder exists, is not empty and holds no run (choose "
-                        "another --name)")
+    if (run_dir / "config.json").is_file() and announce:
+        print(f"restarting {run_dir}: its run was interrupted before its first epoch ended "
+              "(no state.pt)", flush=True)
     return None
 
 
@@ -374,6 +378,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True,
     name = cfg.name or f"{cfg.dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = resume or Path(cfg.save_root) / name
     check_writable(run_dir)
+    check_not_foreign(run_dir)
     with contextlib.ExitStack() as lock:
         # An existing folder is locked at once, so that a second `train` into it is refused
         # before it loads anything; a new one once it is made, after every check.
@@ -385,11 +390,14 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True,
             if cfg.epochs <= state["epoch"]:
                 raise UserError(f"--epochs {cfg.epochs}: the run has finished "
                                 f"{state['epoch'] + 1} epochs already")
-            meta = read_metadata(run_dir / "last.safetensors") or {}
-            check_backbone(meta.get("backbone", {}).get("sha256", ""), cfg.dino_ckpt,
-                           allow_other_backbone)
+            recorded = (read_metadata(run_dir / "last.safetensors") or {}).get("backbone", {})
+            check_backbone(recorded.get("sha256", ""), cfg.dino_ckpt, allow_other_backbone)
         torch.manual_seed(cfg.seed)  # the decoder's initial weights
         model = build_model(cfg).to(device)
+        if state is not None and model.backbone.config.to_dict() != recorded.get("config"):
+            raise UserError(f"--dino-ckpt {cfg.dino_ckpt}: another architecture than the "
+                            f"run's {recorded.get('arch') or 'backbone'}: its decoder cannot "
+                            "continue on it")
         train_pairs, val_pairs, held_out = split_pairs(cfg)
         if ranks.world > 1:
             dist.barrier()  # every rank has checked the run folder before rank 0 writes to it
