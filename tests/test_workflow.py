@@ -19,11 +19,13 @@ from conftest import FIXTURES
 from PIL import Image
 from safetensors.torch import load_file
 
+from segdino.checkpoint import load_segdino
 from segdino.cli import main
 from segdino.data.dataset import find_pairs
 from segdino.data.files import read_mask
 from segdino.data.holdout import holdout
 from segdino.data.synthetic import make_synthetic_dataset
+from segdino.model_card import model_card
 from segdino.predict import Predictor
 from segdino.train import TrainConfig, train
 
@@ -227,6 +229,8 @@ def test_val_fraction_zero_trains_on_all_of_train(tmp_path, data, weights, capsy
     assert len(rows) == 2 and not any(key.startswith("val_") for key in rows[0])
     a, b = (load_file(run_dir / f"{name}.safetensors") for name in ("best", "last"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    card = str(model_card(load_segdino(run_dir / "best.safetensors"), run_dir))
+    assert "none (`--val-fraction 0`)" in card and "### Validation" not in card
 
 
 def test_validation_is_held_out_of_train_when_there_is_no_val(tmp_path, data, weights) -> None:

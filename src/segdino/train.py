@@ -389,7 +389,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True,
         if state is not None:
             if cfg.epochs <= state["epoch"]:
                 raise UserError(f"--epochs {cfg.epochs}: the run has finished "
-                                f"{state['epoch'] + 1} epochs already")
+                                f"{state['epoch'] + 1} epochs already (expected at least that)")
             recorded = (read_metadata(run_dir / "last.safetensors") or {}).get("backbone", {})
             check_backbone(recorded.get("sha256", ""), cfg.dino_ckpt, allow_other_backbone)
         torch.manual_seed(cfg.seed)  # the decoder's initial weights
@@ -516,7 +516,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
             val, tiles = validate(step_module, val_loader, val_set, cfg, device)
             val = reduce_means(val, len(val_share), ranks)
             check_finite(val["val_loss"], epoch, "validation loss", cfg)
-        # The last step's update is in no loss yet.
+        # The last step's update shows in no loss yet: weights gone nan or inf show here.
         check_finite(sum(p.sum().item() for p in model.head.parameters()), epoch,
                      "sum of the decoder's weights", cfg)
         if not ranks.main:
