@@ -423,6 +423,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         ) -> Path:
     """The epochs of a run whose folder is checked and locked, from `state` if not None."""
     if ranks.main:
+        announce(cfg, model, run_dir, len(train_pairs), len(val_pairs), device, ranks)
         # Written on resume too: a longer --epochs, a moved --dino-ckpt are the run's now.
         write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         if held_out and val_pairs:
@@ -470,7 +471,6 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         optimizer.load_state_dict(state["optimizer"])
         history, best, start = json.loads(state["history"]), state["best"], state["epoch"] + 1
     if ranks.main:
-        announce(cfg, model, run_dir, len(train_pairs), len(val_pairs), device, ranks)
         if state is not None:
             print(f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
         if not val_pairs:
