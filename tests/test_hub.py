@@ -11,7 +11,7 @@ import re
 import shlex
 import shutil
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -241,8 +241,7 @@ def train_parser_config(command: str) -> dict:
     assert argv[:2] == ["segdino", "train"]
     parser = argparse.ArgumentParser()
     train_module.configure(parser)
-    defaults = {f.name: f.default for f in fields(train_module.TrainConfig)}
-    return asdict(train_module.config_from_args(parser.parse_args(argv[2:]), defaults))
+    return asdict(train_module.config_from_args(parser.parse_args(argv[2:])))
 
 
 def test_publish_a_run_with_its_model_card(hub: Path, tmp_path: Path, capsys) -> None:

@@ -19,11 +19,13 @@ from conftest import FIXTURES
 from PIL import Image
 from safetensors.torch import load_file
 
+from segdino.checkpoint import load_segdino
 from segdino.cli import main
 from segdino.data.dataset import find_pairs
 from segdino.data.files import read_mask
 from segdino.data.holdout import holdout
 from segdino.data.synthetic import make_synthetic_dataset
+from segdino.model_card import model_card
 from segdino.predict import Predictor
 from segdino.train import TrainConfig, train
 
@@ -180,6 +182,57 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, data, weights) -> No
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_interrupted_before_its_first_state_starts_again(tmp_path, data, weights,
+                                                              capsys) -> None:
+    """What a run leaves before its first epoch ends (config.json, val_list.txt, train.lock;
+    here by diverging) does not stop it from being started again, under --resume or not."""
+    reference = train(tiny_config(data, weights, tmp_path / "whole"), progress=False)
+    args = ["train", "--data-dir", str(data), "--dataset", "synth", "--dino-ckpt", str(weights),
+            "--input-h", "32", "--input-w", "32", "--epochs", "2", "--batch-size", "4",
+            "--num-workers", "0", "--seed", "3", "--device", "cpu", "--save-root",
+            str(tmp_path / "cut"), "--name", "run", "--no-progress"]
+    assert main([*args, "--lr", "1e30"]) == 2
+    run_dir = tmp_path / "cut" / "run"
+    assert (run_dir / "config.json").is_file() and not (run_dir / "state.pt").exists()
+    assert main(args) == 0
+    assert f"restarting {run_dir}" in capsys.readouterr().out
+    a, b = (load_file(d / "last.safetensors") for d in (reference, run_dir))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    (run_dir / "state.pt").unlink()  # as if cut short again: --resume restarts it too
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert f"restarting {run_dir}" in capsys.readouterr().out
+
+
+def test_resume_extends_epochs_and_records_them(tmp_path, data, weights) -> None:
+    reference = train(tiny_config(data, weights, tmp_path / "whole", epochs=3), progress=False)
+    run_dir = train(tiny_config(data, weights, tmp_path / "short", epochs=1), progress=False)
+    assert main(["train", "--resume", str(run_dir), "--epochs", "3", "--no-progress"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
+    assert len(read_csv(run_dir / "metrics.csv")) == 3
+    a, b = (load_file(d / "last.safetensors") for d in (reference, run_dir))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_val_fraction_zero_trains_on_all_of_train(tmp_path, data, weights, capsys) -> None:
+    """The reference's protocol: no validation, the last epoch's model kept."""
+    no_val = tmp_path / "noval"
+    shutil.copytree(data / "synth" / "train", no_val / "synth" / "train")
+    assert main(["train", "--data-dir", str(no_val), "--dataset", "synth", "--dino-ckpt",
+                 str(weights), "--input-h", "32", "--input-w", "32", "--epochs", "2",
+                 "--num-workers", "0", "--val-fraction", "0", "--save-root", str(tmp_path),
+                 "--name", "all", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "12 train and 0 val images" in out and "no validation (--val-fraction 0)" in out
+    run_dir = tmp_path / "all"
+    assert not (run_dir / "val_list.txt").exists()
+    rows = read_csv(run_dir / "metrics.csv")
+    assert len(rows) == 2 and not any(key.startswith("val_") for key in rows[0])
+    a, b = (load_file(run_dir / f"{name}.safetensors") for name in ("best", "last"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    card = str(model_card(load_segdino(run_dir / "best.safetensors"), run_dir))
+    assert "none (`--val-fraction 0`)" in card and "### Validation" not in card
+
+
 def test_validation_is_held_out_of_train_when_there_is_no_val(tmp_path, data, weights) -> None:
     no_val = tmp_path / "noval"
     shutil.copytree(data / "synth" / "train", no_val / "synth" / "train")
@@ -217,7 +270,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, data, weights, capsys) -> None
     err = error_of(capsys, [*base, "--name", "taken"])
     assert "exists and is not empty" in err and "--resume" in err
     err = error_of(capsys, ["train", "--resume", str(tmp_path / "nothing")])
-    assert "no state.pt" in err
+    assert "no config.json or state.pt" in err
 
 
 def test_broken_dataset_lists_every_problem(tmp_path, weights, capsys) -> None:

@@ -53,6 +53,16 @@ def open_unit_float(text: str) -> float:
     return _OPEN_UNIT(text)
 
 
+def int_multiple_of(step: int) -> Callable[[str], int]:
+    """A positive integer multiple of `step` (an input size, in whole patches)."""
+    return _typed(int, lambda v: v > 0 and v % step == 0, f"a positive multiple of {step}")
+
+
+def fraction_below_one(text: str) -> float:
+    """A number from 0 to below 1 (a share held out: something must be left)."""
+    return _BELOW_ONE(text)
+
+
 def unit_float(text: str) -> float:
     """A number from 0 to 1, ends included (a fraction)."""
     return _UNIT(text)
@@ -73,5 +83,6 @@ def existing_dir(text: str) -> str:
 _POSITIVE = _typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 _NON_NEGATIVE = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 _OPEN_UNIT = _typed(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
+_BELOW_ONE = _typed(float, lambda v: 0 <= v < 1, "a number from 0 to below 1")
 _UNIT = _typed(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 _SHARE = _typed(float, lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")

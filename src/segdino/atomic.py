@@ -76,7 +76,10 @@ def folder_problem(folder: Path) -> str | None:
     if not existing.is_dir():
         return "is a file, not a folder" if existing == folder else \
             f"{existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # a real write: permission bits alone do not tell (root, read-only mounts, ACLs)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
         return "folder is not writable" if existing == folder else \
             f"folder {existing} is not writable"
     return None

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from segdino.errors import UserError
 from segdino.model import SegDINO
+from segdino.runtime import batches, quiet_worker
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CACHE_FILE = "feature_cache.{name}.bin"
@@ -96,10 +97,10 @@ def build_cache(
     for view in range(views):
         torch.manual_seed(seed + 7919 * view)  # the augmentation of view `view`
         loader = DataLoader(augmented if view else plain, batch_size=batch_size,
-                            num_workers=num_workers,
+                            num_workers=num_workers, worker_init_fn=quiet_worker,
                             generator=torch.Generator().manual_seed(seed + 7919 * view))
-        bar = tqdm(loader, desc=f"caching {name} view {view + 1}/{views}", leave=False,
-                   disable=not progress)
+        bar = tqdm(batches(loader), total=len(loader), leave=False, disable=not progress,
+                   desc=f"caching {name} view {view + 1}/{views}")
         for images, batch_masks, index in bar:
             features[view, index] = model.features(images.to(device)).to(torch_dtype).cpu()
             masks[view, index] = batch_masks.to(torch.int16)

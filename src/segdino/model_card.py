@@ -120,7 +120,9 @@ def _training_section(run_dir: Path) -> tuple[list[str], str]:
         best = max(rows, key=lambda r: float(r.get("val_dice") or "-inf"))
     dataset = str(config.get("dataset", "unknown"))
     held_out = run_dir / "val_list.txt"
-    if held_out.is_file():
+    if rows and "val_dice" not in rows[0]:
+        split = "none (`--val-fraction 0`): trained on all of `train/`, the last epoch kept"
+    elif held_out.is_file():
         count = len(held_out.read_text().split())
         split = (f"a seeded {float(config.get('val_fraction', 0)):.0%} of `train/` (seed "
                  f"{config.get('seed')}): {count} image{'s' * (count != 1)}, listed in "
@@ -139,8 +141,8 @@ def _training_section(run_dir: Path) -> tuple[list[str], str]:
         "augmentation": "on" if config.get("augment") else "off",
     }
     lines = ["## Training", "", *_table(settings)]
-    if best is not None:
-        scores = {k: _number(v) for k, v in best.items() if k.startswith("val_")}
+    scores = {k: _number(v) for k, v in (best or {}).items() if k.startswith("val_")}
+    if scores:
         lines += [f"### Validation, epoch {best['epoch']} of {len(rows)} (`best.safetensors`)",
                   "", *_table(scores)]
     lines += ["### Reproduce", "", "```bash", train_command(config), "```", ""]

@@ -11,10 +11,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from segdino.errors import UserError
 
@@ -112,3 +116,38 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     libc.mallopt(m_mmap_threshold, 1 << 30)
     libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+
+
+def batches(loader: DataLoader) -> Iterator:
+    """Iterate `loader` so that Ctrl-C gives one line, never a worker's traceback. Ctrl-C
+    (SIGINT) reaches every process of the terminal's group, and one that arrives while the
+    workers fork can be swallowed by CPython's fork hooks, the main process training on.
+    So while the workers start, SIGINT is only noted: forked workers keep that handler,
+    which never raises, and the main process raises it once they have started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield from loader  # only the main thread may set a signal handler
+        return
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
+    try:
+        started = iter(loader)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        raise KeyboardInterrupt
+    yield from started
+
+
+def quiet_worker(_worker_id: int) -> None:
+    """A DataLoader `worker_init_fn`: a worker's connection to the main process breaks only
+    when that has gone (Ctrl-C, mid-batch); its threads' tracebacks about it say nothing the
+    main process's one line does not."""
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not issubclass(args.exc_type, ConnectionError):
+            default(args)
+
+    threading.excepthook = hook

@@ -29,9 +29,9 @@ def share(n: int, fraction: float) -> int:
 def holdout(pairs: list[Pair], fraction: float = 0.1, seed: int = 0
             ) -> tuple[list[Pair], list[Pair]]:
     """Split (image, mask) pairs into (train, val), a seeded `fraction` held out by image
-    stem. Both lists come back sorted by image path."""
-    if not 0.0 < fraction < 1.0:
-        raise UserError(f"validation fraction {fraction}: expected a number between 0 and 1")
+    stem; `fraction` 0 holds nothing out. Both lists come back sorted by image path."""
+    if not 0.0 <= fraction < 1.0:
+        raise UserError(f"validation fraction {fraction}: expected a number from 0 to below 1")
     order = seeded_order([image.stem for image, _ in pairs], seed)
     held = set(order[: share(len(order), fraction)])
     ordered = sorted(pairs)
