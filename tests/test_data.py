@@ -195,7 +195,7 @@ def test_holdout_sizes():
     sizes = {n: len(holdout(fake_pairs(n), 0.1)[1]) for n in (0, 1, 2, 5, 20, 100)}
     assert sizes == {0: 0, 1: 0, 2: 1, 5: 1, 20: 2, 100: 10}
     assert len(holdout(fake_pairs(4), 0.9)[0]) == 1  # always keeps one for training
-    with pytest.raises(UserError, match="between 0 and 1"):
+    with pytest.raises(UserError, match="from 0 to below 1"):
         holdout(fake_pairs(4), 1.0)
 
 
