@@ -15,8 +15,8 @@ from segdino.backbone.formats import StateDict, add_zero_qkv_bias, read_backbone
 from segdino.backbone.rope import rope_periods
 from segdino.backbone.variants import DINO_SIZES, VARIANTS, ViTConfig, variant_name
 from segdino.backbone.vit import DinoVisionTransformer
-from segdino.checkpoints.hub import WEIGHT_FILES, local_path
 from segdino.errors import UserError
+from segdino.hub import WEIGHT_FILES, local_path
 
 
 def resolve_arch(arch: str) -> str:

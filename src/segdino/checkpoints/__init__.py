@@ -1,2 +1,2 @@
-"""Checkpoints: our format, the reference's layout, loading a model from either, the Hub,
+"""Checkpoints: our format, the reference's layout, loading a model from either,
 Hugging Face model folders and their model cards."""

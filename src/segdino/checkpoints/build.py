@@ -17,9 +17,9 @@ import torch
 from segdino.backbone import DinoVisionTransformer, load_backbone
 from segdino.backbone.formats import StateDict, read_tensors
 from segdino.checkpoints.format import read_metadata, sha256, weights_file
-from segdino.checkpoints.hub import WEIGHT_FILES, local_path
 from segdino.checkpoints.reference import head_from_reference
 from segdino.errors import UserError
+from segdino.hub import WEIGHT_FILES, local_path
 from segdino.models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 
 from segdino.atomic import atomic_path
 from segdino.backbone.variants import variant_name
-from segdino.checkpoints.hub import WEIGHT_FILES, cache_origin, local_path
 from segdino.errors import UserError, first_line
+from segdino.hub import WEIGHT_FILES, cache_origin, local_path
 from segdino.models.head import PROJECTION_CHANNELS
 from segdino.models.preprocessing import Preprocessing
 
@@ -109,7 +109,6 @@ def save_segdino(
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.head.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={FORMAT: json.dumps(meta)})
-
 
 
 def read_metadata(path: str | Path) -> dict | None:

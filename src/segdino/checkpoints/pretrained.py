@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from segdino.atomic import write_text
 from segdino.backbone import DinoVisionTransformer
 from segdino.checkpoints.format import read_metadata, save_segdino
-from segdino.checkpoints.hub import local_path
 from segdino.errors import UserError
+from segdino.hub import local_path
 
 if TYPE_CHECKING:
     from segdino.models.segdino import SegDINO

@@ -51,7 +51,6 @@ def head_from_reference(head: Mapping[str, torch.Tensor]) -> StateDict:
     return _rename(head, _FROM_REFERENCE)
 
 
-
 def save_reference(model: SegDINO, path: str | Path) -> None:
     """Write `model` in the reference's layout: a bare state dict, `backbone.*` and `head.*`."""
     sd = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import segdino.argtypes as argtypes
 from segdino.backbone.variants import ViTConfig
-from segdino.checkpoints.hub import parse_repo_id
 from segdino.errors import UserError, first_line
+from segdino.hub import parse_repo_id
 from segdino.training.config import TrainConfig
 from segdino.training.feature_cache import CACHE_DTYPES
 from segdino.training.loop import train

@@ -44,7 +44,6 @@ def reduce_means(means: dict[str, float], count: int, ranks: Ranks) -> dict[str,
     return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}
 
 
-
 def cache_name(split: str, ranks: Ranks) -> str:
     """Each rank caches its own share, in its own file when on disk."""
     return split if ranks.world == 1 else f"{split}{ranks.rank}"

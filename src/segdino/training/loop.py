@@ -74,7 +74,6 @@ def build_model(cfg: TrainConfig) -> SegDINO:
     return model
 
 
-
 class TrainingStep(nn.Module):
     """What one step runs: the whole model on images, or the decoder on cached features."""
 

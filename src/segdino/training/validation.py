@@ -29,7 +29,6 @@ def batch_masks(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig
     return logits.argmax(1).cpu().numpy(), masks.cpu().numpy()
 
 
-
 @torch.no_grad()
 def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: TrainConfig,
              device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
@@ -52,7 +51,6 @@ def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: Train
     n = max(len(dices), 1)
     return {"val_loss": sum(losses) / n, "val_dice": float(np.mean(dices)),
             "val_iou": float(np.mean(ious))}, tiles
-
 
 
 def batch_dice(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> list[float]:
