@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from segdino.errors import MissingExtra, UserError
+from segdino.inference.onnx import export_onnx
 from segdino.models.segdino import SegDINO
 from segdino.runtime import autocast, keep_freed_memory, resolve_precision
 
@@ -129,8 +130,6 @@ class OnnxEngine:
     def from_model(cls, model: SegDINO, device: torch.device | None = None) -> OnnxEngine:
         """Export `model` to a temporary file and open it (the file is removed at once:
         ONNX Runtime keeps the model in memory)."""
-        from segdino.inference.onnx import export_onnx  # export imports this module
-
         import_onnxruntime()  # before the export's work, not after it
         with tempfile.TemporaryDirectory(prefix="segdino-onnx-") as tmp:
             path = Path(tmp) / "model.onnx"
