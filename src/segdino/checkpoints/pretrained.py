@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from segdino.atomic import write_text
 from segdino.backbone import DinoVisionTransformer
+from segdino.checkpoints.build import load_model
 from segdino.checkpoints.format import read_metadata, save_segdino
 from segdino.errors import UserError
 from segdino.hub import local_path
@@ -52,3 +53,4 @@ def load_pretrained(
     if not weights.is_file() or read_metadata(weights) is None:
         raise UserError(f"{name_or_path}: not a segdino model (expected the {WEIGHTS} "
                         "that save_pretrained writes)")
+    return load_model(model_class, weights, backbone, None, allow_other_backbone)
