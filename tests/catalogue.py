@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from segdino.cli import main
+from segdino.commands import main
 
 
 @dataclass

@@ -30,7 +30,8 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
     import shutil
 
     from segdino.data.synthetic import make_synthetic_dataset
-    from segdino.train import TrainConfig, train
+    from segdino.training.config import TrainConfig
+    from segdino.training.loop import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     make_synthetic_dataset(root / "data" / "synth", n_train=8, n_val=4, n_test=4, size=(40, 48),

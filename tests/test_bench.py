@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from catalogue import run_segdino
 
-from segdino.bench import PeakMemory, parse_engine
-from segdino.cli import main
+from segdino.benchmark import PeakMemory, parse_engine
+from segdino.commands import main
 from segdino.errors import UserError
 from segdino.runtime import pick_device
 

@@ -24,8 +24,9 @@ from conftest import FIXTURES
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from segdino import evaluate
-from segdino.checkpoint import load_segdino, read_metadata, save_segdino
+from segdino import evaluation as evaluate
+from segdino.checkpoints.format import read_metadata, save_segdino
+from segdino.checkpoints.load import load_segdino
 
 REFERENCE = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"
 TINY = FIXTURES / "dinov3" / "tiny_mlp.pth"

@@ -19,9 +19,10 @@ from catalogue import assert_refused, run_segdino, snapshot
 from PIL import Image
 
 from segdino.backbone import load_backbone
-from segdino.checkpoint import save_segdino
-from segdino.model import SegDINO
-from segdino.predict import MANIFEST, Predictor
+from segdino.checkpoints.format import save_segdino
+from segdino.inference.predict_files import MANIFEST
+from segdino.inference.predictor import Predictor
+from segdino.models.segdino import SegDINO
 
 # Command lines and the names their error must hold, with {ckpt}, {run}, {data}, {weights}
 # (the shared tiny run) and {t} (the case's own folder, laid out by `world`).

@@ -247,9 +247,9 @@ def test_ctrl_c_while_the_command_starts(where: str, monkeypatch: pytest.MonkeyP
         raise KeyboardInterrupt
 
     if where == "import":
-        monkeypatch.setattr("segdino.cli.importlib.import_module", interrupt)
+        monkeypatch.setattr("segdino.commands.importlib.import_module", interrupt)
     else:
-        monkeypatch.setattr("segdino.data.prepare.configure", interrupt)
+        monkeypatch.setattr("segdino.commands.prepare.configure", interrupt)
     assert_interrupted(run_segdino("prepare", "--help"), "segdino prepare")
 
 
@@ -298,7 +298,7 @@ def test_failed_zip_then_good_zip_into_the_same_out(tmp_path: Path) -> None:
 
 
 def test_import_and_help_need_no_torch() -> None:
-    code = ("import sys, segdino; from segdino.cli import main\n"
+    code = ("import sys, segdino; from segdino.commands import main\n"
             "try:\n    main(['prepare', '--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n"
             "assert segdino.UserError.__name__ == 'UserError'\n")
@@ -317,7 +317,8 @@ def test_public_names_resolve_on_first_use() -> None:
 
 
 def test_bench_json_may_replace_its_own_report(tmp_path: Path) -> None:
-    from segdino.bench import FORMAT, report_path
+    from segdino.benchmark import FORMAT
+    from segdino.commands.bench import report_path
 
     earlier = tmp_path / "bench.json"
     earlier.write_text(json.dumps({"format": FORMAT, "inference": []}))

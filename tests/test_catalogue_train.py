@@ -20,7 +20,7 @@ import torch
 from catalogue import assert_refused, run_segdino, run_segdino_process, snapshot
 from conftest import FIXTURES
 
-from segdino.train import LOCK_FILE
+from segdino.training.run_folder import LOCK_FILE
 
 
 @dataclass

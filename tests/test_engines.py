@@ -13,13 +13,13 @@ import pytest
 import torch
 from conftest import FIXTURES
 
-from segdino.checkpoint import load_segdino
+from segdino.checkpoints.load import load_segdino
 from segdino.data.files import list_images
 from segdino.data.synthetic import make_synthetic_dataset
-from segdino.engines import CompiledEngine, TorchEngine, make_engine
 from segdino.errors import UserError
-from segdino.model import SegDINO
-from segdino.predict import Predictor
+from segdino.inference.engines import CompiledEngine, TorchEngine, make_engine
+from segdino.inference.predictor import Predictor
+from segdino.models.segdino import SegDINO
 from segdino.runtime import fast_bf16, resolve_precision
 
 CKPT = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"

@@ -15,13 +15,13 @@ import torch
 from conftest import FIXTURES
 from PIL import Image
 
-from segdino.checkpoint import load_segdino
-from segdino.cli import main
-from segdino.engines import OnnxEngine
+from segdino.checkpoints.load import load_segdino
+from segdino.commands import main
 from segdino.errors import UserError
-from segdino.export import export_onnx
-from segdino.model import SegDINO
-from segdino.predict import Predictor
+from segdino.inference.engines import OnnxEngine
+from segdino.inference.onnx import export_onnx
+from segdino.inference.predictor import Predictor
+from segdino.models.segdino import SegDINO
 
 CKPT = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"
 

@@ -21,13 +21,14 @@ from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file, save_file
 from test_backbone import TOL, reference_diff
 
-from segdino import train as train_module
 from segdino.backbone import factory, load_backbone
-from segdino.checkpoint import load_segdino, read_metadata
-from segdino.cli import main
+from segdino.checkpoints.format import read_metadata
+from segdino.checkpoints.load import load_segdino
+from segdino.commands import main
+from segdino.commands import train as train_module
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.errors import UserError
-from segdino.model import SegDINO
+from segdino.models.segdino import SegDINO
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HF_FOLDER = FIXTURES / "dinov3" / "tiny_mlp_hf"

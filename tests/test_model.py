@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from conftest import FIXTURES
 from safetensors.torch import load_file
 
-from segdino import checkpoint
 from segdino.backbone import build_backbone, load_backbone
-from segdino.checkpoint import load_segdino, save_reference, save_segdino
+from segdino.checkpoints.format import read_metadata, save_segdino
+from segdino.checkpoints.load import load_segdino
+from segdino.checkpoints.reference import head_to_reference, save_reference
 from segdino.errors import UserError
-from segdino.model import SegDINO
+from segdino.models.segdino import SegDINO
 
 REFERENCE_CKPT = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"
 TOL = 1e-5
@@ -45,7 +46,7 @@ def test_three_adamw_steps_match_reference(io) -> None:
         optimizer.step()
         losses.append(loss.item())
         if step in (1, 3):
-            weights = checkpoint.head_to_reference(model.head.state_dict())
+            weights = head_to_reference(model.head.state_dict())
             for key, value in weights.items():
                 assert (value - io[f"after{step}.{key}"]).abs().max().item() < TOL, key
     assert torch.allclose(torch.tensor(losses, dtype=torch.float64), io["train.losses"].double(),
@@ -106,7 +107,7 @@ def test_our_format_round_trip(tmp_path, io) -> None:
     torch.save(model.backbone.state_dict(), backbone_file)
     model.preprocessing.input_size = (64, 80)
     save_segdino(model, tmp_path / "best.safetensors", backbone_file, {"epoch": 7})
-    meta = checkpoint.read_metadata(tmp_path / "best.safetensors")
+    meta = read_metadata(tmp_path / "best.safetensors")
     assert meta["backbone"]["file"] == "tiny_mlp.pth" and meta["epoch"] == 7
     assert len(meta["backbone"]["sha256"]) == 64
     loaded = load_segdino(tmp_path / "best.safetensors").eval()

@@ -19,17 +19,21 @@ from conftest import FIXTURES
 from PIL import Image
 
 from segdino.backbone import load_backbone
-from segdino.checkpoint import load_segdino, save_reference, save_segdino
-from segdino.cli import main
+from segdino.checkpoints.format import save_segdino
+from segdino.checkpoints.load import load_segdino
+from segdino.checkpoints.reference import save_reference
+from segdino.commands import main
 from segdino.data.dataset import find_pairs
 from segdino.data.masks import IGNORE_INDEX, IGNORED, MaskFormat
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.data.transforms import Augment
 from segdino.errors import UserError
+from segdino.inference.predictor import Predictor
 from segdino.metrics import class_scores, mean_scores, summarise_classes
-from segdino.model import Preprocessing, SegDINO
-from segdino.predict import Predictor
-from segdino.train import TrainConfig, compute_loss
+from segdino.models.preprocessing import Preprocessing
+from segdino.models.segdino import SegDINO
+from segdino.training.config import TrainConfig
+from segdino.training.loss import compute_loss
 from segdino.visualize import FILL_ALPHA, overlay
 
 TINY = FIXTURES / "dinov3" / "tiny_mlp.pth"

@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from conftest import FIXTURES
 from PIL import Image
 
-from segdino.checkpoint import load_segdino
-from segdino.cli import main
+from segdino.checkpoints.load import load_segdino
+from segdino.commands import main
 from segdino.errors import UserError
-from segdino.model import SegDINO
-from segdino.predict import MANIFEST, Predictor, predict_files
+from segdino.inference.predict_files import MANIFEST, predict_files
+from segdino.inference.predictor import Predictor
+from segdino.models.segdino import SegDINO
 
 CKPT = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"
 SIZES = [(40, 50), (70, 30), (64, 64), (33, 97), (16, 16)]  # (h, w)

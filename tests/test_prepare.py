@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from segdino.cli import main
+from segdino.commands import main
 from segdino.data.prepare import output, prepare
 from segdino.data.prepare.kvasir_seg import published_split
 from segdino.errors import UserError

@@ -15,10 +15,11 @@ import torch
 from conftest import FIXTURES
 from safetensors.torch import load_file
 
-from segdino import feature_cache
-from segdino.cli import main
+from segdino.commands import main
 from segdino.data.synthetic import make_synthetic_dataset
-from segdino.train import TrainConfig, train
+from segdino.training import feature_cache
+from segdino.training.config import TrainConfig
+from segdino.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 

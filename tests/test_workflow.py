@@ -19,15 +19,16 @@ from conftest import FIXTURES
 from PIL import Image
 from safetensors.torch import load_file
 
-from segdino.checkpoint import load_segdino
-from segdino.cli import main
+from segdino.checkpoints.load import load_segdino
+from segdino.checkpoints.model_card import model_card
+from segdino.commands import main
 from segdino.data.dataset import find_pairs
 from segdino.data.files import read_mask
 from segdino.data.holdout import holdout
 from segdino.data.synthetic import make_synthetic_dataset
-from segdino.model_card import model_card
-from segdino.predict import Predictor
-from segdino.train import TrainConfig, train
+from segdino.inference.predictor import Predictor
+from segdino.training.config import TrainConfig
+from segdino.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = FIXTURES / "dinov3" / "tiny_mlp.pth"

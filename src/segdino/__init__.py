@@ -10,20 +10,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from segdino.version import __version__ as __version__
 
 # public name -> the module that defines it
 _PUBLIC = {
     "DinoVisionTransformer": "segdino.backbone",
     "build_backbone": "segdino.backbone",
     "load_backbone": "segdino.backbone",
-    "load_segdino": "segdino.checkpoint",
-    "save_reference": "segdino.checkpoint",
-    "save_segdino": "segdino.checkpoint",
+    "load_segdino": "segdino.checkpoints.load",
+    "save_reference": "segdino.checkpoints.reference",
+    "save_segdino": "segdino.checkpoints.format",
     "UserError": "segdino.errors",
-    "Preprocessing": "segdino.model",
-    "SegDINO": "segdino.model",
-    "Predictor": "segdino.predict",
+    "Preprocessing": "segdino.models.preprocessing",
+    "SegDINO": "segdino.models.segdino",
+    "Predictor": "segdino.inference.predictor",
 }
 
 __all__ = [  # a literal list, for the linters; the names of _PUBLIC
@@ -33,10 +33,13 @@ __all__ = [  # a literal list, for the linters; the names of _PUBLIC
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` does this
     from segdino.backbone import DinoVisionTransformer, build_backbone, load_backbone
-    from segdino.checkpoint import load_segdino, save_reference, save_segdino
+    from segdino.checkpoints.format import save_segdino
+    from segdino.checkpoints.load import load_segdino
+    from segdino.checkpoints.reference import save_reference
     from segdino.errors import UserError
-    from segdino.model import Preprocessing, SegDINO
-    from segdino.predict import Predictor
+    from segdino.inference.predictor import Predictor
+    from segdino.models.preprocessing import Preprocessing
+    from segdino.models.segdino import SegDINO
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""`segdino prepare DATASET SOURCE OUT`: a dataset download to `OUT/{train,val,test}/{image,mask}`.
+"""`prepare`: a dataset download to `OUT/{train,val,test}/{image,mask}` (`segdino prepare`).
 
 Each dataset module (`tn3k`, `kvasir_seg`, `isic2017`, `folder`) only decides which pairs go
 to which split; finding them in the download (`source`), checking, writing and recording
@@ -76,7 +76,7 @@ def prepare(
 # CLI flag -> (prepare() keyword, type, metavar, help). Defaults are None, so that a flag
 # given to a dataset that does not read it is an error rather than silently ignored. The
 # types check values at parse time; prepare() checks its arguments with the same ones.
-_FLAGS: dict[str, tuple[str, Callable[[str], Any], str, str]] = {
+FLAGS: dict[str, tuple[str, Callable[[str], Any], str, str]] = {
     "--fold": (
         "fold",
         int_between(0, tn3k.FOLDS - 1),
@@ -104,66 +104,13 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str, str]] = {
         "folder: a mask's stem is the image's plus SUFFIX, e.g. _mask (default none)",
     ),
 }
-_WORKERS = int_at_least(1)
+WORKERS = int_at_least(1)
 
 
 def _check(flag: str, value: object) -> None:
     """A prepare() argument checked as its flag's text would be."""
-    kind = _WORKERS if flag == "--workers" else _FLAGS[flag][1]
+    kind = WORKERS if flag == "--workers" else FLAGS[flag][1]
     try:
         kind(str(value))
     except argparse.ArgumentTypeError as exc:
         raise UserError(f"{flag} {exc}") from None
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "dataset", metavar="DATASET", choices=list(DATASETS), help=", ".join(DATASETS)
-    )
-    parser.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="the download as distributed: a folder or a zip (folder: the images folder)",
-    )
-    parser.add_argument(
-        "out", metavar="OUT", help="output folder: OUT/{train,val,test}/{image,mask}"
-    )
-    for flag, (dest, kind, metavar, help_text) in _FLAGS.items():
-        parser.add_argument(
-            flag, dest=dest, type=kind, metavar=metavar, default=None, help=help_text
-        )
-    parser.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="leave out files with problems (listed in split.json) instead of stopping",
-    )
-    parser.add_argument(
-        "--workers",
-        type=_WORKERS,
-        metavar="N",
-        default=None,
-        help=f"parallel workers (default min(4, CPU count), here {default_workers()})",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    module = DATASETS[args.dataset]
-    given = {}
-    for flag, (dest, *_) in _FLAGS.items():
-        if getattr(args, dest) is not None:
-            if dest not in module.OPTIONS:
-                raise UserError(f"{flag} does not apply to {args.dataset}")
-            given[dest] = getattr(args, dest)
-    record = prepare(
-        args.dataset,
-        args.source,
-        args.out,
-        skip_bad=args.skip_bad,
-        workers=args.workers,
-        **given,
-    )
-    counts = ", ".join(f"{name} {split['count']}" for name, split in record["splits"].items())
-    print(f"{args.out}: {counts} (ids in {Path(args.out) / 'split.json'})")
-    if record["skipped"]:
-        print(f"{len(record['skipped'])} problem(s) left out, listed in split.json")
-    return 0

@@ -1,62 +1,19 @@
-"""Hugging Face model folders: what `SegDINO.save_pretrained` writes and `from_pretrained`
-reads, and `segdino publish`, which makes one of a training run (and can push it to the Hub).
-
-A folder holds `model.safetensors` (the decoder in our checkpoint format, metadata in its
-header), `config.json` (the same metadata, to read) and `README.md` (the model card). The
-backbone is not copied: its weights are large and under Meta's licence. The metadata names
-them by file name and SHA-256, and, when they came from the Hub, by repo and commit, from
-where `from_pretrained` fetches them.
-"""
+"""`segdino publish`: a training run as a Hugging Face model folder with its model card
+(`SegDINO.save_pretrained`); `--push` uploads it to the Hub."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from segdino.atomic import check_writable_folder, write_text
-from segdino.backbone import DinoVisionTransformer
-from segdino.checkpoint import (
-    add_allow_other_backbone,
-    load_segdino,
-    read_metadata,
-    save_segdino,
-)
+from segdino.atomic import check_writable_folder
+from segdino.checkpoints.format import read_metadata
+from segdino.checkpoints.load import load_segdino
+from segdino.checkpoints.pretrained import WEIGHTS
+from segdino.commands.flags import add_allow_other_backbone
 from segdino.errors import UserError, first_line
-from segdino.hub import local_path
-from segdino.model import SegDINO
-
-WEIGHTS = "model.safetensors"
-MODEL_FILES = ("config.json", WEIGHTS)
-
-
-def write_pretrained(model: SegDINO, folder: Path) -> None:
-    """The decoder and its metadata (`model.safetensors`), and the metadata as `config.json`."""
-    save_segdino(model, folder / WEIGHTS, record_path=False)
-    meta = read_metadata(folder / WEIGHTS)  # exactly what the checkpoint holds
-    write_text(folder / "config.json", json.dumps(meta, indent=2) + "\n")
-
-
-def load_pretrained(
-    name_or_path: str | Path,
-    backbone: str | Path | DinoVisionTransformer | None = None,
-    revision: str | None = None,
-    allow_other_backbone: bool = False,
-) -> SegDINO:
-    """A model from a folder `save_pretrained` wrote, or from a Hub repo id of one (through
-    the Hub cache). `backbone` and `allow_other_backbone` as `load_segdino` takes them."""
-    folder = local_path(name_or_path, MODEL_FILES, revision=revision)
-    if not folder.is_dir():
-        raise UserError(f"{name_or_path}: no such folder (expected a folder written by "
-                        "save_pretrained, or a Hub repo id OWNER/NAME)")
-    weights = folder / WEIGHTS
-    if not weights.is_file() or read_metadata(weights) is None:
-        raise UserError(f"{name_or_path}: not a segdino model (expected the {WEIGHTS} "
-                        "that save_pretrained writes)")
-    return load_segdino(weights, backbone, allow_other_backbone=allow_other_backbone)
-
 
 # ---- segdino publish ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from segdino.errors import UserError
-from segdino.model import SegDINO
+from segdino.models.segdino import SegDINO
 from segdino.runtime import batches, quiet_worker
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

@@ -4,7 +4,7 @@
 - `compile`: the same model through `torch.compile` (shapes specialised, one compilation per
   input shape, the first call pays it); on CUDA with `mode="reduce-overhead"`, which replays
   CUDA graphs and so removes the launch overhead that dominates at batch 1.
-- `onnx`: ONNX Runtime on the model exported by `segdino.export` (float32; the CUDA provider
+- `onnx`: ONNX Runtime on the model exported by `segdino.inference.onnx` (float32; the CUDA provider
   on a CUDA device). Needs `pip install segdino[onnx]`.
 
 Every engine takes any input size (`onnx` pads to whole patches itself, as the model does)
@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from segdino.errors import MissingExtra, UserError
-from segdino.model import SegDINO
+from segdino.inference.onnx import export_onnx
+from segdino.models.segdino import SegDINO
 from segdino.runtime import autocast, keep_freed_memory, resolve_precision
 
 ENGINES = ("torch", "compile", "onnx")
@@ -95,7 +96,7 @@ def import_onnxruntime() -> ModuleType:
 
 
 class OnnxEngine:
-    """ONNX Runtime on an ONNX model written by `segdino.export.export_onnx`.
+    """ONNX Runtime on an ONNX model written by `segdino.inference.onnx.export_onnx`.
 
     The exported graph takes heights and widths in multiples of its `input_multiple` (the
     patch size, read from the file's metadata); this engine zero-pads other sizes at the
@@ -129,8 +130,6 @@ class OnnxEngine:
     def from_model(cls, model: SegDINO, device: torch.device | None = None) -> OnnxEngine:
         """Export `model` to a temporary file and open it (the file is removed at once:
         ONNX Runtime keeps the model in memory)."""
-        from segdino.export import export_onnx  # export imports this module
-
         import_onnxruntime()  # before the export's work, not after it
         with tempfile.TemporaryDirectory(prefix="segdino-onnx-") as tmp:
             path = Path(tmp) / "model.onnx"

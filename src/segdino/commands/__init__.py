@@ -16,14 +16,14 @@ from segdino.errors import UserError
 
 # name -> (module, one-line help); modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("segdino.train", "train the decoder on a dataset (backbone frozen)"),
-    "test": ("segdino.evaluate", "score a trained model on a dataset split"),
-    "predict": ("segdino.predict", "segment images with a trained model"),
-    "demo": ("segdino.demo", "the whole workflow on generated data, no downloads needed"),
-    "prepare": ("segdino.data.prepare", "turn a dataset download into train/val/test folders"),
-    "export": ("segdino.export", "a trained model as one ONNX file, for ONNX Runtime"),
-    "bench": ("segdino.bench", "inference and training speed, engine by engine"),
-    "publish": ("segdino.pretrained", "a run as a Hugging Face model folder with its model "
+    "train": ("segdino.commands.train", "train the decoder on a dataset (backbone frozen)"),
+    "test": ("segdino.commands.test", "score a trained model on a dataset split"),
+    "predict": ("segdino.commands.predict", "segment images with a trained model"),
+    "demo": ("segdino.commands.demo", "the whole workflow on generated data, no downloads needed"),
+    "prepare": ("segdino.commands.prepare", "turn a dataset download into train/val/test folders"),
+    "export": ("segdino.commands.export", "a trained model as one ONNX file, for ONNX Runtime"),
+    "bench": ("segdino.commands.bench", "inference and training speed, engine by engine"),
+    "publish": ("segdino.commands.publish", "a run as a Hugging Face model folder with its model "
                 "card; --push uploads it"),
 }
 

@@ -19,9 +19,11 @@ from segdino.backbone import VARIANTS, build_backbone
 from segdino.data.dataset import find_pairs
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.errors import UserError
-from segdino.evaluate import evaluate, format_summary
-from segdino.predict import Predictor, predict_files
-from segdino.train import TrainConfig, train
+from segdino.evaluation import evaluate, format_summary
+from segdino.inference.predict_files import predict_files
+from segdino.inference.predictor import Predictor
+from segdino.training.config import TrainConfig
+from segdino.training.loop import train
 
 ARCH = "vits16"
 MARKER = ".segdino-demo"  # in the folder demo makes: a rerun may replace that folder, no other

@@ -1,10 +1,10 @@
-"""`segdino export`: a trained model as one self-contained ONNX file, for ONNX Runtime.
+"""A trained model as one self-contained ONNX file, for ONNX Runtime (`segdino export`).
 
 The file holds the whole model, backbone and decoder: input `images` (B, 3, H, W) float32,
 normalised as the model's preprocessing says; output `logits` (B, K, H, W). Batch size,
 height and width are dynamic; height and width must be multiples of the patch size (16):
 pad other sizes with zeros at the bottom and right and crop the logits back, as
-`segdino.engines.OnnxEngine` does. The RoPE tables are computed inside the graph from the
+`segdino.inference.engines.OnnxEngine` does. The RoPE tables are computed inside the graph from the
 input's size, so one file serves every size.
 
 The metadata (input size, mean and std, threshold, classes, layers, backbone architecture)
@@ -17,7 +17,6 @@ sizes without extra dependencies; PyTorch deprecates it from 2.9 on, and still s
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import warnings
@@ -27,12 +26,10 @@ from types import ModuleType
 
 import torch
 
-from segdino.argtypes import int_between
 from segdino.atomic import atomic_path, check_writable_file, write_text
 from segdino.backbone.variants import variant_name
-from segdino.checkpoint import add_allow_other_backbone, load_segdino
 from segdino.errors import MissingExtra, UserError
-from segdino.model import SegDINO
+from segdino.models.segdino import SegDINO
 
 FORMAT = "segdino-onnx"
 VERSION = 1
@@ -45,7 +42,7 @@ INPUT, OUTPUT = "images", "logits"
 
 def onnx_metadata(model: SegDINO, opset: int) -> dict:
     """What a consumer of the ONNX file needs to prepare its input and read its output."""
-    from segdino import __version__
+    from segdino.version import __version__
 
     return {
         "format": FORMAT,
@@ -68,7 +65,7 @@ def onnx_metadata(model: SegDINO, opset: int) -> dict:
     }
 
 
-def _import_onnx() -> ModuleType:
+def import_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError:
@@ -84,7 +81,7 @@ def _is_ours(path: Path) -> bool:
             return json.loads(path.read_text()).get("format") == FORMAT
         except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
             return False
-    onnx = _import_onnx()
+    onnx = import_onnx()
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # any file that onnx cannot parse (it raises many types) is not ours
@@ -92,7 +89,7 @@ def _is_ours(path: Path) -> bool:
     return any(entry.key == "segdino" for entry in proto.metadata_props)
 
 
-def _check_target(path: Path, opset: int) -> None:
+def check_target(path: Path, opset: int) -> None:
     """A UserError for an output name or opset that export cannot write, or for files it
     would replace that it did not write: the user's, never to be lost."""
     if path.suffix != ".onnx":
@@ -109,9 +106,9 @@ def _check_target(path: Path, opset: int) -> None:
 def export_onnx(model: SegDINO, path: str | Path, opset: int = MIN_OPSET) -> dict:
     """Write `model` (in eval mode) to `path` (.onnx) and its metadata beside it (.json), both
     atomically; return the metadata. Dynamic batch, height and width (multiples of 16)."""
-    onnx = _import_onnx()
+    onnx = import_onnx()
     path = Path(path)
-    _check_target(path, opset)
+    check_target(path, opset)
     meta = onnx_metadata(model, opset)
     patch = model.backbone.patch_size
     h, w = (-(-s // patch) * patch for s in model.preprocessing.input_size)
@@ -141,32 +138,3 @@ def export_onnx(model: SegDINO, path: str | Path, opset: int = MIN_OPSET) -> dic
         model.train(was_training)
     write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return meta
-
-
-# ---- command line -------------------------------------------------------------------------
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CKPT",
-                        help="a trained model: .safetensors (ours) or .pth (reference layout)")
-    parser.add_argument("--format", choices=("onnx",), default="onnx",
-                        help="onnx (default; the only one so far)")
-    parser.add_argument("--out", metavar="FILE",
-                        help="the .onnx file to write (default: CKPT with .onnx); its "
-                        "metadata goes beside it as .json; files there are replaced only if "
-                        "export wrote them")
-    parser.add_argument("--backbone", metavar="PATH",
-                        help="the backbone weights, if not found beside the checkpoint")
-    add_allow_other_backbone(parser)
-    parser.add_argument("--opset", type=int_between(MIN_OPSET, MAX_OPSET), default=MIN_OPSET,
-                        help=f"ONNX opset, {MIN_OPSET} (the default) to {MAX_OPSET}")
-
-
-def run(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
-    _import_onnx()  # the quick checks first, then the model
-    _check_target(out, args.opset)
-    model = load_segdino(args.checkpoint, args.backbone,
-                         allow_other_backbone=args.allow_other_backbone)
-    export_onnx(model, out, args.opset)
-    print(f"wrote {out} (metadata also in {out.with_suffix('.json')})")
-    return 0

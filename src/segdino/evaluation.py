@@ -1,4 +1,4 @@
-"""`segdino test`: score a trained model on a dataset split, image by image.
+"""Scoring a trained model on a dataset split, image by image (`segdino test`).
 
 By default each prediction is brought back to its image's own size and scored there
 (`--eval-size native`); `--eval-size input` scores at the network's input size, as the
@@ -19,7 +19,6 @@ on every CPU (bf16 autocast moves per-image Dice by up to about 2e-4).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import itertools
@@ -38,17 +37,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from segdino import metrics
-from segdino.argtypes import int_at_least, open_unit_float
-from segdino.atomic import check_writable_folder, write_text
-from segdino.backbone.factory import check_arch
-from segdino.checkpoint import add_allow_other_backbone, describe_sources
-from segdino.data.dataset import Pair, find_pairs
+import segdino.metrics as metrics
+from segdino.atomic import write_text
+from segdino.checkpoints.load import describe_sources
+from segdino.data.dataset import Pair
 from segdino.data.masks import MaskFormat
 from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.errors import UserError
-from segdino.model import Preprocessing, SegDINO
-from segdino.predict import Predictor, add_engine_flags, to_size
+from segdino.inference.predictor import Predictor, to_size
+from segdino.models.preprocessing import Preprocessing
+from segdino.models.segdino import SegDINO
 from segdino.visualize import overlay, save_png
 
 EVAL_SIZES = ("native", "input")
@@ -139,7 +137,7 @@ def evaluate(
 def provenance(predictor: Predictor) -> dict:
     """What produced a report: the model's files (path and SHA-256), how it ran, the
     versions, the command line and the date, so a report can be traced and reproduced."""
-    from segdino import __version__
+    from segdino.version import __version__
 
     return {
         **describe_sources(predictor.model),
@@ -251,92 +249,3 @@ def _format_scores(summary: dict, notes: bool = True) -> str:
     note = (f" (over {summary['images'] - left_out} images; {summary['hd95_infinite']} with "
             f"one empty mask, {summary['hd95_undefined']} with both empty)" if left_out else "")
     return f"{summary['images']} images: {line}  {hd}{note}"
-
-
-# ---- command line -------------------------------------------------------------------------
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="a trained model: ours (.safetensors) "
-                        "or the reference's .pth")
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--dino-ckpt", help="backbone weights, when not found by the "
-                        "checkpoint itself; checked against its recorded SHA-256 (a reference "
-                        ".pth uses its own backbone.* weights, as the reference's test does)")
-    add_allow_other_backbone(parser)
-    parser.add_argument("--dino-size", help="s, s+, b, l, l+, h+ or 7b: checked against "
-                        "the checkpoint")
-    parser.add_argument("--repo-dir", help="accepted for the reference's commands; not needed")
-    parser.add_argument("--input-h", type=int, help="default: the checkpoint's training size")
-    parser.add_argument("--input-w", type=int, help="default: the checkpoint's training size")
-    parser.add_argument("--img-dir-name", default="image")
-    parser.add_argument("--label-dir-name", default="mask")
-    parser.add_argument("--img-ext")
-    parser.add_argument("--mask-ext")
-    parser.add_argument("--num-classes", type=int, help="checked against the checkpoint's")
-    parser.add_argument("--class-map", metavar="VALUE:CLASS,...", help="mask pixel values to "
-                        "classes (default: the checkpoint's; see segdino train --class-map)")
-    parser.add_argument("--ignore-index", type=int, metavar="N",
-                        help="a mask value that is no class (default: the checkpoint's)")
-    parser.add_argument("--dice-thr", type=open_unit_float, help="default: the checkpoint's (0.5)")
-    parser.add_argument("--save-root", default="runs")
-    parser.add_argument("--name", help="report folder under --save-root, new or empty "
-                        "(default: test_DATASET_SPLIT, or the first free test_DATASET_SPLIT-N)")
-    parser.add_argument("--batch-size", type=int_at_least(1), default=8)
-    parser.add_argument("--num-workers", type=int_at_least(0), default=2)
-    parser.add_argument("--eval-size", choices=EVAL_SIZES, default="native",
-                        help="score at each image's own size (default) or at the input size "
-                        "(the reference's protocol)")
-    parser.add_argument("--hd95", choices=list(metrics.HD95_VARIANTS), default="standard")
-    parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW", "COL"),
-                        default=(1.0, 1.0), help="pixel size, for HD95 in millimetres")
-    parser.add_argument("--worst", type=int_at_least(0), default=8,
-                        help="overlays of the N worst images")
-    parser.add_argument("--device")
-    # float32: the same checkpoint gives the same scores on every CPU
-    add_engine_flags(parser, precision="fp32")
-    parser.add_argument("--no-progress", action="store_true")
-    # The reference's test script shares its training flags; accepted, meaningless here.
-    for flag, kind in (("--epochs", int), ("--lr", float), ("--weight-decay", float),
-                       ("--seed", int)):
-        parser.add_argument(flag, type=kind, help=argparse.SUPPRESS)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.repo_dir:
-        print("note: --repo-dir is not needed: segdino has its own DINOv3 implementation")
-    out_dir = report_folder(Path(args.save_root), args.name,
-                            f"test_{args.dataset}_{args.split}")
-    check_writable_folder(out_dir, "--save-root")
-    predictor = Predictor.from_checkpoint(args.ckpt, backbone=args.dino_ckpt,
-                                          device=args.device, batch_size=args.batch_size,
-                                          precision=args.precision, engine=args.engine,
-                                          allow_other_backbone=args.allow_other_backbone)
-    model = predictor.model
-    if args.dino_size:
-        check_arch(model.backbone.config, args.dino_size, f"--dino-size: {args.ckpt}")
-    h, w = model.preprocessing.input_size
-    model.preprocessing.input_size = (args.input_h or h, args.input_w or w)
-    if args.dice_thr is not None:
-        model.preprocessing.threshold = args.dice_thr
-    if args.num_classes is not None and args.num_classes != model.num_classes:
-        raise UserError(f"--num-classes {args.num_classes}: {args.ckpt} has "
-                        f"{model.num_classes} class(es)")
-    if args.class_map is not None:
-        model.preprocessing.class_map = args.class_map
-    if args.ignore_index is not None:
-        model.preprocessing.ignore_index = args.ignore_index
-    mask_format = truth_format(model)
-    split_dir = Path(args.data_dir) / args.dataset / args.split
-    pairs = find_pairs(split_dir, args.img_dir_name, args.label_dir_name, args.img_ext,
-                       args.mask_ext, mask_format)
-    out_dir.mkdir(parents=True, exist_ok=True)  # claimed now: a later test picks the next name
-    print(f"scoring in {predictor.precision} on {predictor.device}")
-    summary = evaluate(predictor, pairs, out_dir, args.eval_size, args.hd95,
-                       tuple(args.spacing), args.worst, args.num_workers,
-                       progress=not args.no_progress)
-    print(format_summary(summary))
-    print(f"report: {out_dir / 'metrics.csv'}, {out_dir / 'summary.json'}, "
-          f"worst cases in {out_dir / 'worst'}")
-    return 0

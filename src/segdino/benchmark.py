@@ -1,4 +1,4 @@
-"""`segdino bench`: inference and training speed, engine by engine, in one process.
+"""Inference and training speed, engine by engine, in one process (`segdino bench`).
 
 Inference: for each engine and batch size, the median time of `--repeats` forward passes
 after `--warmup` untimed ones (the first of which pays `torch.compile`'s compilation), as
@@ -16,29 +16,23 @@ The model has random weights: speed does not depend on their values.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import platform
 import re
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from segdino.argtypes import int_at_least, positive_float
-from segdino.atomic import write_text
-from segdino.backbone import build_backbone
-from segdino.backbone.factory import resolve_arch
-from segdino.engines import ENGINES, make_engine
 from segdino.errors import MissingExtra, UserError
-from segdino.model import SegDINO
-from segdino.runtime import INFERENCE_PRECISIONS, glibc, pick_device, resolve_precision
+from segdino.inference.engines import ENGINES, make_engine
+from segdino.models.segdino import SegDINO
+from segdino.runtime import INFERENCE_PRECISIONS, glibc, resolve_precision
 
 DEFAULT_ENGINES = ("fp32", "bf16", "compile", "onnx")
 FORMAT = "segdino-bench"  # the JSON report's "format": `--json` writes over no other file
@@ -282,7 +276,7 @@ def format_table(inference: list[InferenceRow], training: list[TrainingRow],
     return "\n".join(lines)
 
 
-def _progress(enabled: bool) -> Callable[[str], None]:
+def progress_printer(enabled: bool) -> Callable[[str], None]:
     """A progress printer: each line after the seconds since it was made; or silence."""
     started = time.perf_counter()
 
@@ -293,7 +287,7 @@ def _progress(enabled: bool) -> Callable[[str], None]:
     return show
 
 
-def _hardware(device: torch.device) -> str:
+def hardware(device: torch.device) -> str:
     """The GPU's or CPU's name, as far as it can be found."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -303,88 +297,3 @@ def _hardware(device: torch.device) -> str:
     except OSError:
         found = None
     return found.group(1).strip() if found else platform.processor() or platform.machine()
-
-
-# ---- command line -------------------------------------------------------------------------
-
-def report_path(text: str) -> Path:
-    """`--json FILE`: a new file, or a report of an earlier bench (never a user's file)."""
-    path = Path(text)
-    if path.is_dir():
-        raise UserError(f"--json {path}: a folder (expected a file name)")
-    if path.exists():
-        try:
-            ours = json.loads(path.read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
-            ours = False
-        if not ours:
-            raise UserError(f"--json {path}: exists and is not a segdino bench report; "
-                            "refusing to write over it (choose another file)")
-    return path
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    # Types that raise UserError (--arch, --engines, --device, --json) refuse at parse time
-    # too: the command line prints it as its one-line error.
-    parser.add_argument("--arch", default="vits16", type=resolve_arch,
-                        help="backbone architecture, randomly initialised (default vits16)")
-    parser.add_argument("--size", type=int_at_least(1), nargs="+", default=[256], metavar="PX",
-                        help="input height and width, or one number for both (default 256)")
-    parser.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 8],
-                        metavar="B", help="inference batch sizes (default 1 8)")
-    parser.add_argument("--engines", type=parse_engine, nargs="+",
-                        default=[parse_engine(e) for e in DEFAULT_ENGINES], metavar="E",
-                        help="fp32, bf16, auto (eager PyTorch), or ENGINE[-PRECISION] with "
-                        f"ENGINE one of {', '.join(ENGINES)} (default: "
-                        f"{' '.join(DEFAULT_ENGINES)}; eager fp32 always runs first; an "
-                        "engine whose optional extra is not installed is skipped)")
-    parser.add_argument("--warmup", type=int_at_least(1), default=2,
-                        help="untimed calls first (default 2)")
-    parser.add_argument("--repeats", type=int_at_least(1), default=10,
-                        help="timed calls; the median counts (default 10)")
-    parser.add_argument("--budget", type=positive_float, default=30.0, metavar="S",
-                        help="stop a row's timed calls after S seconds, if 3 or more ran "
-                        "(default 30)")
-    parser.add_argument("--train-batch", type=int_at_least(0), default=4,
-                        help="training batch size; 0 skips training (default 4)")
-    parser.add_argument("--json", metavar="FILE", type=report_path,
-                        help="also write the results as JSON (a new file, or an earlier report)")
-    parser.add_argument("--device", metavar="D", type=pick_device,
-                        help="cpu, cuda, cuda:N or mps (default: the best available)")
-    parser.add_argument("--quiet", action="store_true", help="print only the table")
-
-
-def run(args: argparse.Namespace) -> int:
-    if len(args.size) > 2:
-        raise UserError(f"--size {' '.join(map(str, args.size))}: expected one or two numbers")
-    size = (args.size[0], args.size[-1])
-    device = pick_device() if args.device is None else args.device
-    arch = args.arch
-    torch.manual_seed(0)
-    model = SegDINO(build_backbone(arch)).to(device).eval()
-    default_label = f"torch-{resolve_precision(device, 'auto')}"
-    header = (f"segdino bench: {arch}, {size[0]} x {size[1]}, {device} ({_hardware(device)}, "
-              f"{torch.get_num_threads()} threads), torch {torch.__version__}")
-    progress = _progress(not args.quiet)
-    progress(header)
-    inference, skipped = bench_inference(model, device, args.engines, args.batch_sizes, size,
-                                         args.warmup, args.repeats, args.budget, progress)
-    training = []
-    if args.train_batch:
-        progress(f"training, batch {args.train_batch}")
-        training = bench_training(model, device, args.train_batch, size, args.warmup,
-                                  args.repeats, args.budget)
-    print(header)
-    print(format_table(inference, training, default_label, skipped))
-    if args.json:
-        report = {
-            "format": FORMAT, "arch": arch, "size": list(size), "device": str(device),
-            "hardware": _hardware(device), "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "platform": platform.platform(), "default_engine": default_label,
-            "inference": [asdict(r) for r in inference],
-            "training": [asdict(t) for t in training],
-            "skipped": skipped,
-        }
-        write_text(args.json, json.dumps(report, indent=2) + "\n")
-    return 0

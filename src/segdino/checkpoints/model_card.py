@@ -14,14 +14,17 @@ import json
 import shlex
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import ModelCard, ModelCardData
 
 from segdino.atomic import write_text
-from segdino.checkpoint import metadata, read_metadata
+from segdino.checkpoints.format import metadata, read_metadata
 from segdino.errors import UserError
-from segdino.model import SegDINO
-from segdino.train import TrainConfig
+from segdino.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from segdino.models.segdino import SegDINO
 
 PAPER = "https://arxiv.org/abs/2509.00833"
 # The decoder only works on the backbone's features: the card carries DINOv3's licence.

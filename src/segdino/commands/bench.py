@@ -1,0 +1,113 @@
+"""`segdino bench`: inference and training speed, engine by engine (`segdino.benchmark`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from segdino.argtypes import int_at_least, positive_float
+from segdino.atomic import write_text
+from segdino.backbone import build_backbone
+from segdino.backbone.factory import resolve_arch
+from segdino.benchmark import (
+    DEFAULT_ENGINES,
+    FORMAT,
+    bench_inference,
+    bench_training,
+    format_table,
+    hardware,
+    parse_engine,
+    progress_printer,
+)
+from segdino.errors import UserError
+from segdino.inference.engines import ENGINES
+from segdino.models.segdino import SegDINO
+from segdino.runtime import pick_device, resolve_precision
+
+
+def report_path(text: str) -> Path:
+    """`--json FILE`: a new file, or a report of an earlier bench (never a user's file)."""
+    path = Path(text)
+    if path.is_dir():
+        raise UserError(f"--json {path}: a folder (expected a file name)")
+    if path.exists():
+        try:
+            ours = json.loads(path.read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+            ours = False
+        if not ours:
+            raise UserError(f"--json {path}: exists and is not a segdino bench report; "
+                            "refusing to write over it (choose another file)")
+    return path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    # Types that raise UserError (--arch, --engines, --device, --json) refuse at parse time
+    # too: the command line prints it as its one-line error.
+    parser.add_argument("--arch", default="vits16", type=resolve_arch,
+                        help="backbone architecture, randomly initialised (default vits16)")
+    parser.add_argument("--size", type=int_at_least(1), nargs="+", default=[256], metavar="PX",
+                        help="input height and width, or one number for both (default 256)")
+    parser.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 8],
+                        metavar="B", help="inference batch sizes (default 1 8)")
+    parser.add_argument("--engines", type=parse_engine, nargs="+",
+                        default=[parse_engine(e) for e in DEFAULT_ENGINES], metavar="E",
+                        help="fp32, bf16, auto (eager PyTorch), or ENGINE[-PRECISION] with "
+                        f"ENGINE one of {', '.join(ENGINES)} (default: "
+                        f"{' '.join(DEFAULT_ENGINES)}; eager fp32 always runs first; an "
+                        "engine whose optional extra is not installed is skipped)")
+    parser.add_argument("--warmup", type=int_at_least(1), default=2,
+                        help="untimed calls first (default 2)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=10,
+                        help="timed calls; the median counts (default 10)")
+    parser.add_argument("--budget", type=positive_float, default=30.0, metavar="S",
+                        help="stop a row's timed calls after S seconds, if 3 or more ran "
+                        "(default 30)")
+    parser.add_argument("--train-batch", type=int_at_least(0), default=4,
+                        help="training batch size; 0 skips training (default 4)")
+    parser.add_argument("--json", metavar="FILE", type=report_path,
+                        help="also write the results as JSON (a new file, or an earlier report)")
+    parser.add_argument("--device", metavar="D", type=pick_device,
+                        help="cpu, cuda, cuda:N or mps (default: the best available)")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(args.size) > 2:
+        raise UserError(f"--size {' '.join(map(str, args.size))}: expected one or two numbers")
+    size = (args.size[0], args.size[-1])
+    device = pick_device() if args.device is None else args.device
+    arch = args.arch
+    torch.manual_seed(0)
+    model = SegDINO(build_backbone(arch)).to(device).eval()
+    default_label = f"torch-{resolve_precision(device, 'auto')}"
+    header = (f"segdino bench: {arch}, {size[0]} x {size[1]}, {device} ({hardware(device)}, "
+              f"{torch.get_num_threads()} threads), torch {torch.__version__}")
+    progress = progress_printer(not args.quiet)
+    progress(header)
+    inference, skipped = bench_inference(model, device, args.engines, args.batch_sizes, size,
+                                         args.warmup, args.repeats, args.budget, progress)
+    training = []
+    if args.train_batch:
+        progress(f"training, batch {args.train_batch}")
+        training = bench_training(model, device, args.train_batch, size, args.warmup,
+                                  args.repeats, args.budget)
+    print(header)
+    print(format_table(inference, training, default_label, skipped))
+    if args.json:
+        report = {
+            "format": FORMAT, "arch": arch, "size": list(size), "device": str(device),
+            "hardware": hardware(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "platform": platform.platform(), "default_engine": default_label,
+            "inference": [asdict(r) for r in inference],
+            "training": [asdict(t) for t in training],
+            "skipped": skipped,
+        }
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
+    return 0

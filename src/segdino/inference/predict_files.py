@@ -1,0 +1,209 @@
+"""Segmenting image files into an output folder, what `segdino predict` does: the inputs
+found, every output checked before any work, and a manifest of the files written there, so
+that a rerun replaces its own files and never a user's.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from segdino.atomic import folder_problem, write_text
+from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
+from segdino.data.transforms import load_rgb
+from segdino.errors import UserError
+from segdino.inference.predictor import Predictor, chunks
+from segdino.visualize import colour_mask, overlay, save_png
+
+MANIFEST = ".segdino-predict.json"  # in the output folder: the files predict wrote there
+
+
+def _read_manifest(out: Path) -> set[str]:
+    """The files (relative, POSIX) that predict wrote in `out`; none if it holds no manifest
+    or an unreadable one (then every existing file counts as the user's)."""
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    files = data.get("files") if isinstance(data, dict) else None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+
+
+def _search(folder: Path, recursive: bool) -> list[Path]:
+    """Image files in `folder`, or with `recursive` in it and its sub-folders (hidden ones
+    skipped), sorted."""
+    if not recursive:
+        return list_images(folder)
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def find_inputs(inputs: Sequence[str], recursive: bool = False, out: Path | None = None
+                 ) -> tuple[dict[Path, Path], list[str]]:
+    """The image files that INPUT arguments name (files, folders, glob patterns), in order
+    and without repeats, each with the sub-folder of `out` its outputs go to (its folder
+    relative to the INPUT folder it was found in, with `recursive`; else none); and one
+    problem line per argument that names none. Folders and patterns skip the files that
+    predict wrote in `out`, so that a rerun does not take its own masks for images."""
+    found: dict[Path, tuple[Path, Path]] = {}  # resolved -> (as given, sub-folder)
+    ours = {(out / f).resolve() for f in _read_manifest(out)} if out else set()
+    problems = []
+    for arg in inputs:
+        path = Path(arg)
+        explicit = path.is_file()
+        if path.is_dir():
+            paths = [(p, p.parent.relative_to(path)) for p in _search(path, recursive)]
+            if not paths:
+                problems.append(f"{arg}: no image files in this folder")
+        elif explicit:
+            paths = [(path, Path())]  # named explicitly: taken whatever its extension
+        else:
+            # A pattern the shell did not expand (quoted, or on Windows).
+            paths = [(Path(p), Path()) for p in sorted(glob.glob(arg))
+                     if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS]
+            if not paths:
+                problems.append(f"{arg}: no such file or folder, and no image matches it as "
+                                "a pattern")
+        for p, sub in paths:
+            if explicit or p.resolve() not in ours:
+                found.setdefault(p.resolve(), (p, sub))
+    return dict(found.values()), problems
+
+
+def _output_names(stem: Path, probabilities: bool, with_overlay: bool, color: bool = False
+                  ) -> dict[str, Path]:
+    """The files written for one image whose outputs are `stem` (relative to the output
+    folder, no suffix): `mask` `<stem>.png`, and if asked for, `prob` `<stem>_prob.png`,
+    `overlay` `<stem>_overlay.png` and `color` `<stem>_color.png`."""
+    wanted = {"mask": True, "prob": probabilities, "overlay": with_overlay, "color": color}
+    suffixes = {"mask": "", "prob": "_prob", "overlay": "_overlay", "color": "_color"}
+    return {kind: stem.with_name(f"{stem.name}{suffixes[kind]}.png")
+            for kind, on in wanted.items() if on}
+
+
+def output_stems(paths: Sequence[Path], subfolders: Sequence[str | os.PathLike] | None
+           ) -> list[Path]:
+    """Each image's output path without suffix, relative to the output folder."""
+    subs = [Path()] * len(paths) if subfolders is None else subfolders
+    return [Path(sub, p.stem) for p, sub in zip(paths, subs, strict=True)]
+
+
+def _one_line(paths: list[Path], what: str, fix: str) -> list[str]:
+    """One problem line for output files that share a problem: the first named, the rest
+    counted (a folder of them is one mistake, not a page of lines)."""
+    if not paths:
+        return []
+    more = f" (and {len(paths) - 1} more like it)" if len(paths) > 1 else ""
+    return [f"{paths[0]}{more}: {what} ({fix})"]
+
+
+def output_problems(paths: list[Path], stems: list[Path], out: Path, probabilities: bool,
+                     with_overlay: bool, color: bool = False, overwrite: bool = False
+                     ) -> list[str]:
+    """Problem lines for output folders that cannot be written, and for output files that
+    two images would write, that are inputs, that are folders, or that exist and predict did
+    not write (unless `overwrite`)."""
+    inputs = {p.resolve() for p in paths}
+    ours = _read_manifest(out)
+    writers: dict[str, list[Path]] = defaultdict(list)  # output name, lower case -> images
+    shown: dict[str, Path] = {}  # output name, lower case -> as first written
+    are_inputs, are_folders, are_users = [], [], []
+    problems, blocked = [], []
+    for folder in sorted({out / stem.parent for stem in stems}):
+        # Sorted, a folder comes before its sub-folders, whose problem is the same one.
+        if not any(b in folder.parents for b in blocked) and (why := folder_problem(folder)):
+            blocked.append(folder)
+            problems.append(f"{folder}: {why}")
+    for path, stem in zip(paths, stems, strict=True):
+        for name in _output_names(stem, probabilities, with_overlay, color).values():
+            # Lower case: on macOS and Windows a.png and A.png are one file.
+            writers[name.as_posix().lower()].append(path)
+            shown.setdefault(name.as_posix().lower(), name)
+            target = out / name
+            if target.resolve() in inputs:
+                are_inputs.append(target)
+            elif target.is_dir():
+                are_folders.append(target)
+            elif target.exists() and not overwrite and name.as_posix() not in ours:
+                are_users.append(target)
+    # An input is not replaced even with --overwrite: it would be lost before it was read.
+    problems += _one_line(are_inputs, "is an input image and would be overwritten",
+                          "choose another --out")
+    problems += _one_line(are_folders, "is a folder, where an output file would go",
+                          "choose another --out")
+    problems += _one_line(are_users, "exists and segdino predict did not write it",
+                          "pass --overwrite to replace it, or choose another --out")
+    problems += [
+        f"{out / shown[key]}: would be written for each of {', '.join(map(str, ps))} "
+        "(rename or leave out all but one)"
+        for key, ps in writers.items()
+        if len(ps) > 1
+    ]
+    return problems
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    probabilities: bool = False,
+    overlays: bool = False,
+    progress: bool = True,
+    color: bool = False,
+    overwrite: bool = False,
+    subfolders: Sequence[str | os.PathLike] | None = None,
+) -> None:
+    """Write `out/<stem>.png` (a 0/255 mask at the image's size; for K classes, its class
+    indices 0..K-1) for each image file, and `<stem>_prob.png` (probabilities x 255; for K
+    classes, the chosen class's), `<stem>_overlay.png` and `<stem>_color.png` (the mask in
+    CLASS_COLOURS) if asked; batch by batch, so that only one batch of images is in memory.
+    `subfolders` (one per image) puts an image's files in that sub-folder of `out`.
+
+    Nothing is written, and a UserError raised, when two images would write the same file,
+    or an output would replace an input image, or a file that predict did not write before
+    (unless `overwrite`). What it writes is listed in `out/.segdino-predict.json`, so a rerun
+    may replace it."""
+    out, paths = Path(out), [Path(p) for p in paths]
+    stems = output_stems(paths, subfolders)
+    classes = predictor.model.num_classes
+    raise_problems("INPUT", output_problems(paths, stems, out, probabilities, overlays, color,
+                                             overwrite))
+    names = [_output_names(stem, probabilities, overlays, color) for stem in stems]
+    # Listed before they are written: an interrupted run's files are still predict's own.
+    written = _read_manifest(out) | {n.as_posix() for each in names for n in each.values()}
+    write_text(out / MANIFEST, json.dumps({"written_by": "segdino predict",
+                                           "files": sorted(written)}, indent=1) + "\n")
+    with tqdm(total=len(paths), unit="image", desc="predicting",
+              disable=None if progress else True) as bar:
+        for chunk in chunks(list(zip(paths, names, strict=True)), predictor.batch_size):
+            images = [load_rgb(p) for p, _ in chunk]
+            results = predictor(images, return_probabilities=True)
+            for (_, files), image, (mask, prob) in zip(chunk, images, results, strict=True):
+                save_png(mask, out / files["mask"])
+                if "prob" in files:
+                    chosen = prob if classes == 1 else prob.max(0)
+                    save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
+                if "overlay" in files:
+                    save_png(overlay(np.asarray(image), pred=mask, num_classes=classes),
+                             out / files["overlay"])
+                if "color" in files:
+                    save_png(colour_mask(mask), out / files["color"])
+                bar.update()
+
+
+def why_unreadable(path: Path) -> str | None:
+    try:
+        load_rgb(path)  # a full decode: a truncated file passes a header check
+    except UserError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,82 @@
+"""SegDINO: a frozen DINOv3 backbone and a light multi-level decoder.
+
+Four intermediate layers of the backbone, each projected (1x1 conv) and refined (3x3 conv)
+to 128 channels, are concatenated and classified per patch (1x1 conv); the logits are then
+upsampled bilinearly to the input size. Only the decoder trains (2,213,793 parameters on
+ViT-S/16 for one class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segdino.backbone import DinoVisionTransformer, default_layers
+from segdino.models.head import PROJECTION_CHANNELS, SegDINOHead
+from segdino.models.hub_mixin import SegDINOHubMixin
+from segdino.models.preprocessing import Preprocessing
+
+
+class SegDINO(
+    nn.Module, SegDINOHubMixin, library_name="segdino", pipeline_tag="image-segmentation",
+    tags=["segdino", "dinov3", "image-segmentation"], paper_url="https://arxiv.org/abs/2509.00833",
+):
+    """`SegDINO(backbone, num_classes=1, layers=None)`: logits `(B, num_classes, H, W)`.
+
+    The backbone is frozen for real: no gradients, and it stays in eval mode when the model
+    trains (so its train-mode RoPE jitter never runs). Any input size works: a size that is
+    not a multiple of the patch size is zero-padded (the mean colour, after normalisation) at
+    the bottom and right to the next multiple, and the logits are cropped back.
+    """
+
+    def __init__(
+        self,
+        backbone: DinoVisionTransformer,
+        num_classes: int = 1,
+        layers: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone.requires_grad_(False).eval()
+        self.layers = tuple(layers if layers is not None else default_layers(backbone.config))
+        if len(self.layers) != len(PROJECTION_CHANNELS):
+            raise ValueError(f"SegDINO decodes {len(PROJECTION_CHANNELS)} layers, "
+                             f"got {list(self.layers)}")
+        self.num_classes = num_classes
+        self.head = SegDINOHead(backbone.embed_dim, num_classes)
+        self.preprocessing = Preprocessing()
+        self.checkpoint_path: Path | None = None  # the file load_segdino read, for reports
+
+    def train(self, mode: bool = True) -> SegDINO:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's feature maps of the decoded layers, stacked along channels
+        `(B, L*D, h, w)`, the input zero-padded to whole patches. They depend on the image
+        alone: training can cache them."""
+        patch = self.backbone.patch_size
+        h, w = x.shape[-2:]
+        if h % patch or w % patch:
+            x = F.pad(x, (0, -w % patch, 0, -h % patch))
+        with torch.no_grad():
+            maps = self.backbone.get_intermediate_layers(x, n=self.layers, reshape=True)
+            return torch.cat(maps, dim=1)
+
+    def decode(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Decoder logits for an input of `size` (H, W): upsampled to the padded grid, cropped."""
+        logits = self.head(features)
+        patch = self.backbone.patch_size
+        grid = (logits.shape[-2] * patch, logits.shape[-1] * patch)
+        logits = F.interpolate(logits, size=grid, mode="bilinear", align_corners=True)
+        return logits[..., : size[0], : size[1]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.features(x), x.shape[-2:])
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

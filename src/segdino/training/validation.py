@@ -1,0 +1,60 @@
+"""Scoring the model during training: a batch's masks, its Dice, and a validation pass."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import segdino.metrics as metrics
+from segdino.data.transforms import denormalise
+from segdino.runtime import autocast, batches
+from segdino.training.config import TrainConfig
+from segdino.training.loss import compute_loss
+from segdino.visualize import overlay
+
+if TYPE_CHECKING:
+    from segdino.training.loop import TrainingStep
+
+
+def batch_masks(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's predicted and true masks (B, H, W) in NumPy: bool for one class (sigmoid
+    above --dice-thr), else class indices (argmax; ignored truth pixels IGNORE_INDEX)."""
+    if cfg.num_classes == 1:
+        return ((logits.float().sigmoid() > cfg.dice_thr).cpu().numpy()[:, 0],
+                masks.cpu().numpy()[:, 0] > 0.5)
+    return logits.argmax(1).cpu().numpy(), masks.cpu().numpy()
+
+
+@torch.no_grad()
+def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: TrainConfig,
+             device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Mean loss, Dice and IoU at the input size (for K classes, the mean over the foreground
+    classes), and overlays of the first images (`images` holds them, for when `loader`
+    yields cached features)."""
+    step.model.eval()
+    losses, dices, ious, tiles = [], [], [], []
+    for inputs, masks, index in batches(loader):
+        inputs, masks = inputs.to(device), masks.to(device)
+        with autocast(device, cfg.precision):
+            logits = step(inputs)
+        losses.append(compute_loss(logits.float(), masks, cfg.loss).item() * len(inputs))
+        preds, truths = batch_masks(logits, masks, cfg)
+        for i, pred, truth in zip(index.tolist(), preds, truths, strict=True):
+            dices.append(metrics.foreground_mean(metrics.dice, pred, truth, cfg.num_classes))
+            ious.append(metrics.foreground_mean(metrics.iou, pred, truth, cfg.num_classes))
+            if len(tiles) < 8:
+                tiles.append(overlay(denormalise(images[i][0]), pred, truth, cfg.num_classes))
+    n = max(len(dices), 1)
+    return {"val_loss": sum(losses) / n, "val_dice": float(np.mean(dices)),
+            "val_iou": float(np.mean(ious))}, tiles
+
+
+def batch_dice(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> list[float]:
+    """The Dice of each image of a training batch (for the progress bar); for K classes,
+    the mean over the foreground classes."""
+    return [metrics.foreground_mean(metrics.dice, p, t, cfg.num_classes)
+            for p, t in zip(*batch_masks(logits, masks, cfg), strict=True)]
