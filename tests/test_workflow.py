@@ -4,6 +4,7 @@ determinism, validation choice, and every bad input a clear one-line error."""
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import shutil
 import signal
@@ -315,3 +316,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
                  "--no-progress"]) == 0
     assert not (out / "predictions" / "stale.png").exists()
     assert (out / "run" / "best.safetensors").is_file()
+
+
+def test_version_is_the_installed_package(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"segdino {importlib.metadata.version('segdino')}"

@@ -1,15 +1,9 @@
-"""`python -m segdino`: the `segdino` command line.
+"""`python -m segdino`: the `segdino` command line (an entry point, like the console script)."""
 
-This entry point belongs to the commands, not to the library: like the console script in
-pyproject.toml, it names `segdino.commands:main` as a string, so that no library module
-imports a command.
-"""
-
-import importlib
 import sys
 
 try:
-    main = importlib.import_module("segdino.commands").main
+    from segdino.commands import main
 except KeyboardInterrupt:  # Ctrl-C before `main` can catch it
     print("segdino: interrupted", file=sys.stderr)
     sys.exit(130)

@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn
 
 from segdino.errors import UserError
+from segdino.version import __version__
 
 # name -> (module, one-line help); modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,6 +39,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="segdino", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"segdino {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
