@@ -24,12 +24,8 @@ import io
 import itertools
 import json
 import math
-import platform
-import shlex
-import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +43,7 @@ from segdino.errors import UserError
 from segdino.inference.predictor import Predictor, to_size
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
+from segdino.provenance import environment
 from segdino.visualize import overlay, save_png
 
 EVAL_SIZES = ("native", "input")
@@ -135,18 +132,11 @@ def evaluate(
 
 
 def provenance(predictor: Predictor) -> dict:
-    """What produced a report: the model's files (path and SHA-256), how it ran, the
-    versions, the command line and the date, so a report can be traced and reproduced."""
-    from segdino.version import __version__
-
-    return {
-        **describe_sources(predictor.model),
-        "precision": predictor.precision, "device": str(predictor.device),
-        "engine": type(predictor.engine).__name__, "segdino": __version__,
-        "torch": torch.__version__, "python": platform.python_version(),
-        "command": shlex.join(sys.argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    """What produced a report: the model's files (path and SHA-256), the engine, and how and
+    where it ran (`segdino.provenance`)."""
+    return {**describe_sources(predictor.model),
+            **environment(predictor.device, predictor.precision),
+            "engine": type(predictor.engine).__name__}
 
 
 def report_folder(save_root: Path, name: str | None, default: str) -> Path:

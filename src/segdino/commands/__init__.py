@@ -8,6 +8,7 @@ stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import sys
 from typing import NoReturn
@@ -29,9 +30,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def shown_default(action: argparse.Action) -> str | None:
+    """A flag's default as --help shows it; None where there is nothing to show (no default,
+    or a switch, off by default)."""
+    default = action.default
+    if default is None or default is argparse.SUPPRESS or action.nargs == 0:
+        return None
+    if isinstance(default, list | tuple):
+        return " ".join(map(str, default))
+    return str(default)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """ArgumentDefaultsHelpFormatter's defaults, without its "(default: None)" and "(default:
+    False)", and not twice where a flag's own help already states it."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        shown = shown_default(action)
+        if shown is not None and not (action.help and "default" in action.help
+                                      and shown in action.help):
+            action = copy.copy(action)  # the parser's own action keeps its help
+            note = f"default: {shown}".replace("%", "%%")  # help strings are %-formatted
+            action.help = f"{action.help} ({note})" if action.help else note
+        return super()._format_action(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line naming the flag (no usage block), with
-    exit code 2 like every other bad input."""
+    exit code 2 like every other bad input, and whose --help shows every default."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -24,6 +24,7 @@ from segdino.benchmark import (
     parse_engine,
     progress_printer,
 )
+from segdino.commands.flags import add_progress
 from segdino.errors import UserError
 from segdino.inference.engines import ENGINES
 from segdino.models.segdino import SegDINO
@@ -55,8 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="input height and width, or one number for both (default 256)")
     parser.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 8],
                         metavar="B", help="inference batch sizes (default 1 8)")
-    parser.add_argument("--engines", type=parse_engine, nargs="+",
-                        default=[parse_engine(e) for e in DEFAULT_ENGINES], metavar="E",
+    parser.add_argument("--engines", type=parse_engine, nargs="+", metavar="E",
                         help="fp32, bf16, auto (eager PyTorch), or ENGINE[-PRECISION] with "
                         f"ENGINE one of {', '.join(ENGINES)} (default: "
                         f"{' '.join(DEFAULT_ENGINES)}; eager fp32 always runs first; an "
@@ -66,15 +66,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int_at_least(1), default=10,
                         help="timed calls; the median counts (default 10)")
     parser.add_argument("--budget", type=positive_float, default=30.0, metavar="S",
-                        help="stop a row's timed calls after S seconds, if 3 or more ran "
-                        "(default 30)")
+                        help="stop a row's timed calls after S seconds, if 3 or more ran")
     parser.add_argument("--train-batch", type=int_at_least(0), default=4,
                         help="training batch size; 0 skips training (default 4)")
     parser.add_argument("--json", metavar="FILE", type=report_path,
                         help="also write the results as JSON (a new file, or an earlier report)")
     parser.add_argument("--device", metavar="D", type=pick_device,
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
-    parser.add_argument("--quiet", action="store_true", help="print only the table")
+    add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
     default_label = f"torch-{resolve_precision(device, 'auto')}"
     header = (f"segdino bench: {arch}, {size[0]} x {size[1]}, {device} ({hardware(device)}, "
               f"{torch.get_num_threads()} threads), torch {torch.__version__}")
-    progress = progress_printer(not args.quiet)
+    progress = progress_printer(not args.no_progress)
     progress(header)
-    inference, skipped = bench_inference(model, device, args.engines, args.batch_sizes, size,
+    engines = args.engines or [parse_engine(e) for e in DEFAULT_ENGINES]
+    inference, skipped = bench_inference(model, device, engines, args.batch_sizes, size,
                                          args.warmup, args.repeats, args.budget, progress)
     training = []
     if args.train_batch:

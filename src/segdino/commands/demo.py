@@ -16,6 +16,7 @@ import torch
 from segdino.argtypes import int_at_least
 from segdino.atomic import atomic_path, check_writable_folder, write_text
 from segdino.backbone import VARIANTS, build_backbone
+from segdino.commands.flags import add_progress, add_seed, progress_bars
 from segdino.data.dataset import find_pairs
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.errors import UserError
@@ -37,9 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="input height and width")
     parser.add_argument("--images", type=int_at_least(1), default=96,
                         help="training images to generate")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed(parser, 0)
     parser.add_argument("--device")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress(parser)
 
 
 def _claim_folder(out: Path) -> None:
@@ -57,7 +58,7 @@ def _claim_folder(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _claim_folder(out)
-    progress = not args.no_progress
+    progress = progress_bars(args)
     print(f"1/4 generating a synthetic dataset in {out / 'data'}")
     data = make_synthetic_dataset(out / "data" / "synthetic", n_train=args.images,
                                   n_val=max(args.images // 4, 2), n_test=max(args.images // 4, 2),

@@ -1,11 +1,60 @@
-"""Flags that several commands share, each declared once."""
+"""Flags that several commands share, each declared once: one canonical spelling, and as
+aliases the names some commands used before and the reference's spellings."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
+from segdino.argtypes import int_at_least, open_unit_float
 from segdino.inference.engines import ENGINES
 from segdino.runtime import INFERENCE_PRECISIONS
+
+MAX_DEFAULT_WORKERS = 8  # more data-loading processes than this rarely speed anything up
+
+
+def default_workers() -> int:
+    """Data-loading processes: the CPUs this process may run on (its affinity, not the
+    machine's count, so a container's or `taskset`'s limit counts), capped."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
+
+
+def add_backbone(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--dino-ckpt (alias --backbone), the DINOv3 weights, as `args.dino_ckpt`."""
+    parser.add_argument("--dino-ckpt", "--backbone", dest="dino_ckpt", metavar="WEIGHTS",
+                        help=help_text)
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """--no-progress (alias --quiet), as `args.no_progress`."""
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bars (where the output is not a terminal there are "
+                        "none anyway: a line per epoch or step instead)")
+
+
+def progress_bars(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: asked for, and onto a terminal (redrawn bars in a log
+    file are hundreds of carriage-return updates)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def add_threshold(parser: argparse.ArgumentParser, dest: str, help_text: str) -> None:
+    """--threshold (alias --dice-thr, the reference's name), the foreground probability."""
+    parser.add_argument("--threshold", "--dice-thr", dest=dest, type=open_unit_float,
+                        metavar="T", help=help_text)
+
+
+def add_workers(parser: argparse.ArgumentParser, dest: str = "num_workers", minimum: int = 0,
+                default: int | None = None, help_text: str = "data-loading processes") -> None:
+    """--num-workers (alias --workers)."""
+    parser.add_argument("--num-workers", "--workers", dest=dest, type=int_at_least(minimum),
+                        metavar="N", default=default, help=help_text)
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int | None,
+             help_text: str | None = None) -> None:
+    parser.add_argument("--seed", type=int, default=default, help=help_text)
 
 
 def add_allow_other_backbone(parser: argparse.ArgumentParser) -> None:

@@ -7,9 +7,16 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from segdino.argtypes import int_at_least, open_unit_float
+from segdino.argtypes import int_at_least
 from segdino.atomic import check_writable_folder
-from segdino.commands.flags import add_allow_other_backbone, add_engine_flags
+from segdino.commands.flags import (
+    add_allow_other_backbone,
+    add_backbone,
+    add_engine_flags,
+    add_progress,
+    add_threshold,
+    progress_bars,
+)
 from segdino.data.files import raise_problems
 from segdino.errors import UserError
 from segdino.inference.predict_files import (
@@ -31,12 +38,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="output folder: DIR/<stem>.png, a 0/255 mask at the image's size "
                         "(for a K-class model, class indices 0..K-1); files there that predict "
                         "did not write are never replaced without --overwrite")
-    parser.add_argument("--backbone", metavar="PATH",
-                        help="the backbone weights, if not found beside the checkpoint")
+    add_backbone(parser, "the backbone weights, if not found beside the checkpoint")
     add_allow_other_backbone(parser)
-    parser.add_argument("--threshold", type=open_unit_float, metavar="T",
-                        help="foreground where the probability is above T (default: the "
-                        "checkpoint's, 0.5); one-class models only")
+    add_threshold(parser, "threshold", "foreground where the probability is above T "
+                  "(default: the checkpoint's, 0.5); one-class models only")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write DIR/<stem>_prob.png, probabilities scaled to 0-255 "
                         "(for K classes, the chosen class's)")
@@ -57,6 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", metavar="D",
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
     add_engine_flags(parser)
+    add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     raise_problems("INPUT", problems)
 
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, args.backbone, args.device, args.batch_size, args.precision,
+        args.checkpoint, args.dino_ckpt, args.device, args.batch_size, args.precision,
         args.engine, allow_other_backbone=args.allow_other_backbone)
     if args.threshold is not None:
         if predictor.model.num_classes > 1:
@@ -92,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         for why in unreadable.values():
             print(f"segdino predict: warning: {why} (skipped)", file=sys.stderr)
     predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color,
-                  overwrite=args.overwrite, subfolders=list(found.values()))
+                  progress=progress_bars(args), overwrite=args.overwrite,
+                  subfolders=list(found.values()))
     print(f"{len(paths)} mask(s) written to {out}")
     return 0

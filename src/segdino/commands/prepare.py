@@ -6,13 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segdino.data.prepare import (
-    DATASETS,
-    FLAGS,
-    WORKERS,
-    default_workers,
-    prepare,
-)
+from segdino.commands.flags import MAX_DEFAULT_WORKERS, add_workers, default_workers
+from segdino.data.prepare import DATASETS, FLAGS, prepare
 from segdino.errors import UserError
 
 
@@ -37,13 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave out files with problems (listed in split.json) instead of stopping",
     )
-    parser.add_argument(
-        "--workers",
-        type=WORKERS,
-        metavar="N",
-        default=None,
-        help=f"parallel workers (default min(4, CPU count), here {default_workers()})",
-    )
+    add_workers(parser, dest="workers", minimum=1, default=default_workers(),
+                help_text="parallel workers (default: the CPUs this process may use, at most "
+                f"{MAX_DEFAULT_WORKERS})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from segdino.atomic import check_writable_folder
 from segdino.checkpoints.format import read_metadata
 from segdino.checkpoints.load import load_segdino
 from segdino.checkpoints.pretrained import WEIGHTS
-from segdino.commands.flags import add_allow_other_backbone
+from segdino.commands.flags import add_allow_other_backbone, add_backbone
 from segdino.errors import UserError, first_line
 
 # ---- segdino publish ------------------------------------------------------------------------
@@ -24,8 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "model.safetensors, config.json, README.md")
     parser.add_argument("--test-summary", metavar="SUMMARY_JSON", help="the summary.json of "
                         "`segdino test` on this run, for the model card's test scores")
-    parser.add_argument("--backbone", help="the backbone weights, when not where the run "
-                        "recorded them")
+    add_backbone(parser, "the backbone weights, when not where the run recorded them")
     add_allow_other_backbone(parser)
     parser.add_argument("--push", metavar="REPO_ID", help="also upload to this Hugging Face "
                         "Hub repository, created if needed (log in first: `hf auth login`)")
@@ -53,9 +52,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.push_only:
         if not args.push:
             raise UserError("--push-only: needs --push REPO_ID, the repository to upload to")
-        if args.run_dir or args.test_summary or args.backbone:
+        if args.run_dir or args.test_summary or args.dino_ckpt:
             raise UserError("--push-only: uploads a model folder as it is; leave out RUN_DIR, "
-                            "OUT_DIR, --test-summary and --backbone")
+                            "OUT_DIR, --test-summary and --dino-ckpt")
         folder = Path(args.push_only)
         if not (folder / WEIGHTS).is_file() or read_metadata(folder / WEIGHTS) is None:
             raise UserError(f"--push-only {folder}: not a model folder of segdino publish "
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.push_only or args.out_dir)
     if not args.push_only:
         run_dir = Path(args.run_dir)
-        model = load_segdino(run_dir / "best.safetensors", backbone=args.backbone,
+        model = load_segdino(run_dir / "best.safetensors", backbone=args.dino_ckpt,
                              allow_other_backbone=args.allow_other_backbone)
         card = {"run_dir": run_dir, "test_summary": args.test_summary, "repo_id": args.push}
         model.save_pretrained(folder, model_card_kwargs=card)

@@ -6,10 +6,19 @@ import argparse
 from pathlib import Path
 
 import segdino.metrics as metrics
-from segdino.argtypes import int_at_least, open_unit_float
+from segdino.argtypes import int_at_least
 from segdino.atomic import check_writable_folder
 from segdino.backbone.factory import check_arch
-from segdino.commands.flags import add_allow_other_backbone, add_engine_flags
+from segdino.commands.flags import (
+    add_allow_other_backbone,
+    add_backbone,
+    add_engine_flags,
+    add_progress,
+    add_threshold,
+    add_workers,
+    default_workers,
+    progress_bars,
+)
 from segdino.data.dataset import find_pairs
 from segdino.errors import UserError
 from segdino.evaluation import EVAL_SIZES, evaluate, format_summary, report_folder, truth_format
@@ -22,9 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--dino-ckpt", help="backbone weights, when not found by the "
-                        "checkpoint itself; checked against its recorded SHA-256 (a reference "
-                        ".pth uses its own backbone.* weights, as the reference's test does)")
+    add_backbone(parser, "backbone weights, when not found by the checkpoint itself; checked "
+                 "against its recorded SHA-256 (a reference .pth uses its own backbone.* "
+                 "weights, as the reference's test does)")
     add_allow_other_backbone(parser)
     parser.add_argument("--dino-size", help="s, s+, b, l, l+, h+ or 7b: checked against "
                         "the checkpoint")
@@ -40,12 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "classes (default: the checkpoint's; see segdino train --class-map)")
     parser.add_argument("--ignore-index", type=int, metavar="N",
                         help="a mask value that is no class (default: the checkpoint's)")
-    parser.add_argument("--dice-thr", type=open_unit_float, help="default: the checkpoint's (0.5)")
+    add_threshold(parser, "threshold", "foreground where the probability is above T "
+                  "(default: the checkpoint's, 0.5); one-class models only")
     parser.add_argument("--save-root", default="runs")
     parser.add_argument("--name", help="report folder under --save-root, new or empty "
                         "(default: test_DATASET_SPLIT, or the first free test_DATASET_SPLIT-N)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8)
-    parser.add_argument("--num-workers", type=int_at_least(0), default=2)
+    add_workers(parser, default=default_workers())
     parser.add_argument("--eval-size", choices=EVAL_SIZES, default="native",
                         help="score at each image's own size (default) or at the input size "
                         "(the reference's protocol)")
@@ -57,7 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device")
     # float32: the same checkpoint gives the same scores on every CPU
     add_engine_flags(parser, precision="fp32")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress(parser)
     # The reference's test script shares its training flags; accepted, meaningless here.
     for flag, kind in (("--epochs", int), ("--lr", float), ("--weight-decay", float),
                        ("--seed", int)):
@@ -79,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
         check_arch(model.backbone.config, args.dino_size, f"--dino-size: {args.ckpt}")
     h, w = model.preprocessing.input_size
     model.preprocessing.input_size = (args.input_h or h, args.input_w or w)
-    if args.dice_thr is not None:
-        model.preprocessing.threshold = args.dice_thr
+    if args.threshold is not None:
+        model.preprocessing.threshold = args.threshold
     if args.num_classes is not None and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes}: {args.ckpt} has "
                         f"{model.num_classes} class(es)")
@@ -96,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"scoring in {predictor.precision} on {predictor.device}")
     summary = evaluate(predictor, pairs, out_dir, args.eval_size, args.hd95,
                        tuple(args.spacing), args.worst, args.num_workers,
-                       progress=not args.no_progress)
+                       progress=progress_bars(args))
     print(format_summary(summary))
     print(f"report: {out_dir / 'metrics.csv'}, {out_dir / 'summary.json'}, "
           f"worst cases in {out_dir / 'worst'}")

@@ -15,6 +15,16 @@ from pathlib import Path
 
 import segdino.argtypes as argtypes
 from segdino.backbone.variants import ViTConfig
+from segdino.commands.flags import (
+    MAX_DEFAULT_WORKERS,
+    add_backbone,
+    add_progress,
+    add_seed,
+    add_threshold,
+    add_workers,
+    default_workers,
+    progress_bars,
+)
 from segdino.errors import UserError, first_line
 from segdino.hub import parse_repo_id
 from segdino.training.config import TrainConfig
@@ -41,9 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "continue on backbone weights other than the run's own")
     parser.add_argument("--data-dir", help="folder holding DATASET/{train,val,test}")
     parser.add_argument("--dataset", help="dataset folder name under --data-dir")
-    parser.add_argument("--dino-ckpt", help="DINOv3 weights: Meta .pth, transformers folder, "
-                        "timm safetensors, or a Hugging Face Hub id (facebook/dinov3-..., "
-                        "timm/vit_..._dinov3...)")
+    add_backbone(parser, "DINOv3 weights: Meta .pth, transformers folder, timm safetensors, "
+                 "or a Hugging Face Hub id (facebook/dinov3-..., timm/vit_..._dinov3...)")
     parser.add_argument("--dino-size", help="s, s+, b, l, l+, h+ or 7b (checked against "
                         "--dino-ckpt; inferred from it when left out)")
     parser.add_argument("--repo-dir", help="accepted for the reference's commands; not needed")
@@ -84,16 +93,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "and the metrics")
     parser.add_argument("--class-names", nargs="+", metavar="NAME",
                         help="the K classes' names, background first (for reports)")
-    parser.add_argument("--num-workers", type=argtypes.int_at_least(0),
-                        help=f"default {d.num_workers}")
-    parser.add_argument("--seed", type=int, help=f"default {d.seed}")
+    add_workers(parser, help_text="data-loading processes (default: the CPUs this process "
+                f"may use, at most {MAX_DEFAULT_WORKERS}; here {default_workers()})")
+    add_seed(parser, None, help_text=f"default {d.seed}")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best there is)")
     parser.add_argument("--amp", choices=("none", "bf16"), help="bf16 mixed precision")
-    parser.add_argument("--dice-thr", type=argtypes.open_unit_float,
-                        help=f"default {d.dice_thr}")
+    add_threshold(parser, "dice_thr", f"foreground where the probability is above T, for "
+                  f"validation Dice and the checkpoint (default {d.dice_thr})")
     parser.add_argument("--save-root", help=f"default {d.save_root}")
     parser.add_argument("--name", help="run folder name under --save-root")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress(parser)
 
 
 def _fits(value: object, hint: object) -> bool:
@@ -162,6 +171,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: a --config file's values, overridden by flags given explicitly."""
     values = read_settings(Path(args.config), "--config") if args.config else {}
     values.update(given_settings(args))
+    # Not TrainConfig's fixed default: the CPUs here (it changes no result, only speed).
+    values.setdefault("num_workers", default_workers())
     missing = [f"--{n.replace('_', '-')}" for n in ("data_dir", "dataset", "dino_ckpt")
                if not values.get(n)]
     if missing:
@@ -208,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     resume = Path(args.resume) if args.resume else None
     cfg = config_from_args(args) if resume is None else resumed_config(args, resume)
     check_config(cfg)
-    run_dir = train(cfg, resume=resume, progress=not args.no_progress,
+    run_dir = train(cfg, resume=resume, progress=progress_bars(args),
                     allow_other_backbone=args.allow_other_backbone)
     print(f"run folder: {run_dir}  (best: {run_dir / 'best.safetensors'})")
     return 0

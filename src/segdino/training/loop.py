@@ -40,6 +40,8 @@ from segdino.training.loss import compute_loss
 from segdino.training.run_folder import (
     check_not_foreign,
     read_state,
+    record_checkpoints,
+    record_invocation,
     run_lock,
     save_state,
     write_metrics,
@@ -169,6 +171,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
                        "".join(f"{image.name}\n" for image, _ in val_pairs))
         else:  # left by a restarted run that held some out
             (run_dir / "val_list.txt").unlink(missing_ok=True)
+        record_invocation(run_dir, cfg, device, 0 if state is None else state["epoch"] + 1)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     size = (cfg.input_h, cfg.input_w)
@@ -215,6 +218,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
             print("no validation (--val-fraction 0): training on all of train/, "
                   "best.safetensors is the last epoch's model", flush=True)
 
+    run_started, steps_done = time.time(), 0
     for epoch in range(start, cfg.epochs):
         # Shuffling, worker seeds and augmentation draw from RNGs seeded by (seed, epoch):
         # an epoch's randomness does not depend on whether the run was interrupted before it.
@@ -231,7 +235,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         started, seen, loss_sum, dice_sum = time.time(), 0, 0.0, 0.0
         bar = tqdm(batches(loader), total=len(loader), leave=False, disable=not progress,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        for inputs, masks, _ in bar:
+        for i, (inputs, masks, _) in enumerate(bar):
             inputs, masks = inputs.to(device), masks.to(device)
             with autocast(device, cfg.precision):
                 logits = step(inputs)
@@ -245,7 +249,13 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
                 dice_sum += sum(batch_dice(logits, masks, cfg))
             seen += len(inputs)
             loss_sum += loss_value * len(inputs)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", dice=f"{dice_sum / seen:.4f}")
+            # The whole run's ETA, not only the epoch's (tqdm's own): at the pace so far,
+            # validation included, for the steps left in this epoch and the epochs after it.
+            steps_done += 1
+            steps_left = len(loader) * (cfg.epochs - epoch) - i - 1
+            per_step = (time.time() - run_started) / steps_done
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", dice=f"{dice_sum / seen:.4f}",
+                            run_eta=tqdm.format_interval(per_step * steps_left))
 
         train_means = reduce_means({"train_loss": loss_sum / seen, "train_dice": dice_sum / seen},
                                    seen, ranks)
@@ -277,8 +287,12 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         scores = "".join(f"  {label} {val[key]:.4f}" for key, label in (
             ("val_loss", "val loss"), ("val_dice", "val Dice"), ("val_iou", "val IoU"))
             if key in val)
+        eta = (time.time() - run_started) / (epoch + 1 - start) * (cfg.epochs - epoch - 1)
         print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}{scores}  "
-              f"{row['seconds']:.1f}s" + ("  *best" if val and improved else ""), flush=True)
+              f"{row['seconds']:.1f}s" + ("  *best" if val and improved else "")
+              + (f"  eta {tqdm.format_interval(eta)}" if eta else ""), flush=True)
+    if ranks.main:
+        record_checkpoints(run_dir)
     if ranks.world > 1:
         dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
     return run_dir

@@ -1,5 +1,6 @@
-"""A run folder: what a training run writes there (metrics, the state to resume from), the
-lock that keeps a second run out, and the checks before a run may use a folder."""
+"""A run folder: what a training run writes there (metrics, the state to resume from, the
+provenance of each invocation), the lock that keeps a second run out, and the checks before a
+run may use a folder."""
 
 from __future__ import annotations
 
@@ -17,13 +18,18 @@ import torch
 
 from segdino.atomic import atomic_path, write_text
 from segdino.backbone.formats import torch_load
+from segdino.checkpoints.format import describe_weights, sha256
 from segdino.errors import UserError
+from segdino.provenance import environment
 
 if TYPE_CHECKING:
     from segdino.models.segdino import SegDINO
+    from segdino.training.config import TrainConfig
 
 LOCK_FILE = "train.lock"
 RUN_MARKERS = ("config.json", "state.pt")  # a folder holding one is a run's
+PROVENANCE = "provenance.json"
+CHECKPOINTS = ("best.safetensors", "last.safetensors")
 
 
 def write_metrics(history: list[dict], path: Path) -> None:
@@ -40,6 +46,33 @@ def save_state(path: Path, model: SegDINO, optimizer: torch.optim.Optimizer, epo
              "epoch": epoch, "history": json.dumps(history), "best": best}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def _invocations(run_dir: Path) -> list[dict]:
+    path = run_dir / PROVENANCE
+    return json.loads(path.read_text())["invocations"] if path.is_file() else []
+
+
+def _write_invocations(run_dir: Path, invocations: list[dict]) -> None:
+    write_text(run_dir / PROVENANCE, json.dumps({"invocations": invocations}, indent=2) + "\n")
+
+
+def record_invocation(run_dir: Path, cfg: TrainConfig, device: torch.device,
+                      epochs_done: int) -> None:
+    """Add this invocation of `segdino train` to RUN/provenance.json, before its first epoch
+    (so an interrupted one is recorded too): a run resumed twice lists three."""
+    entry = {**environment(device, cfg.precision), "backbone": describe_weights(cfg.dino_ckpt),
+             "epochs_done_before": epochs_done, "epochs": cfg.epochs}
+    _write_invocations(run_dir, [*_invocations(run_dir), entry])
+
+
+def record_checkpoints(run_dir: Path) -> None:
+    """Add the checkpoints this invocation ended with (absolute path, SHA-256) to its entry."""
+    invocations = _invocations(run_dir)
+    invocations[-1]["checkpoints"] = {
+        name: {"path": str((run_dir / name).absolute()), "sha256": sha256(run_dir / name)}
+        for name in CHECKPOINTS if (run_dir / name).is_file()}
+    _write_invocations(run_dir, invocations)
 
 
 @contextlib.contextmanager
