@@ -3,6 +3,7 @@ terminal: each checked against an independent source (hashlib, importlib.metadat
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.metadata
 import json
@@ -66,6 +67,18 @@ def test_train_records_each_invocation(tmp_path, capfd) -> None:
         assert record == {"path": str((run_dir / name).absolute()),
                           "sha256": file_sha(run_dir / name)}
     assert set(invocations[-1]["checkpoints"]) == {"best.safetensors", "last.safetensors"}
+    # steps.csv: every step of the three epochs, once (the resumed run appended its own), and
+    # each epoch's mean step loss (equal batches) is the training loss metrics.csv reports.
+    with (run_dir / "steps.csv").open() as f:
+        steps = list(csv.DictReader(f))
+    assert [(int(r["epoch"]), int(r["step"])) for r in steps] == [
+        (e, s) for e in (1, 2, 3) for s in (1, 2)]
+    assert {float(r["lr"]) for r in steps} == {1e-4}
+    with (run_dir / "metrics.csv").open() as f:
+        epochs = list(csv.DictReader(f))
+    for row in epochs:
+        losses = [float(r["loss"]) for r in steps if r["epoch"] == row["epoch"]]
+        assert sum(losses) / len(losses) == pytest.approx(float(row["train_loss"]))
     # The resumed run's settings, and the command that reproduces it, are the final ones.
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
     card = str(model_card(load_segdino(run_dir / "best.safetensors"), run_dir))

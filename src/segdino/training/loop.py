@@ -38,6 +38,7 @@ from segdino.training.distributed import Ranks, cache_name, init_distributed, re
 from segdino.training.feature_cache import build_cache
 from segdino.training.loss import compute_loss
 from segdino.training.run_folder import (
+    append_steps,
     check_not_foreign,
     read_state,
     record_checkpoints,
@@ -232,7 +233,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
                             generator=torch.Generator().manual_seed(
                                 epoch_seed(cfg.seed, epoch) + ranks.rank))
         model.train()
-        started, seen, loss_sum, dice_sum = time.time(), 0, 0.0, 0.0
+        started, seen, loss_sum, dice_sum, steps = time.time(), 0, 0.0, 0.0, []
         bar = tqdm(batches(loader), total=len(loader), leave=False, disable=not progress,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for i, (inputs, masks, _) in enumerate(bar):
@@ -249,8 +250,9 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
                 dice_sum += sum(batch_dice(logits, masks, cfg))
             seen += len(inputs)
             loss_sum += loss_value * len(inputs)
-            # The whole run's ETA, not only the epoch's (tqdm's own): at the pace so far,
-            # validation included, for the steps left in this epoch and the epochs after it.
+            steps.append({"epoch": epoch + 1, "step": i + 1, "loss": loss_value,
+                          "lr": optimizer.param_groups[0]["lr"]})
+            # The whole run's ETA (tqdm's is the epoch's), at the pace so far, validation included.
             steps_done += 1
             steps_left = len(loader) * (cfg.epochs - epoch) - i - 1
             per_step = (time.time() - run_started) / steps_done
@@ -284,6 +286,8 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         write_metrics(history, run_dir / "metrics.csv")
         save_curves(history, run_dir / "curves.png")
         save_state(run_dir / "state.pt", model, optimizer, epoch, history, best)
+        append_steps(run_dir / "steps.csv", steps)
+        record_checkpoints(run_dir)
         scores = "".join(f"  {label} {val[key]:.4f}" for key, label in (
             ("val_loss", "val loss"), ("val_dice", "val Dice"), ("val_iou", "val IoU"))
             if key in val)
@@ -291,8 +295,6 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}{scores}  "
               f"{row['seconds']:.1f}s" + ("  *best" if val and improved else "")
               + (f"  eta {tqdm.format_interval(eta)}" if eta else ""), flush=True)
-    if ranks.main:
-        record_checkpoints(run_dir)
     if ranks.world > 1:
         dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
     return run_dir

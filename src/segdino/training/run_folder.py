@@ -1,5 +1,6 @@
-"""A run folder: what a training run writes there (metrics, the state to resume from, the
-provenance of each invocation), the lock that keeps a second run out, and the checks before a
+"""A run folder: what a training run writes there besides its checkpoints (`metrics.csv`,
+`steps.csv`: each step's loss and learning rate, `state.pt` to resume from, `provenance.json`:
+what ran each invocation), the lock that keeps a second run out, and the checks before a
 run may use a folder."""
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def write_metrics(history: list[dict], path: Path) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_text(path, buffer.getvalue())
+
+
+def append_steps(path: Path, steps: list[dict]) -> None:
+    """Add an epoch's steps (epoch, step, loss, lr) to RUN/steps.csv. Rows of that epoch or
+    later already there are dropped first: an interrupted run that wrote them before its
+    state.pt reruns that epoch when resumed."""
+    if not steps:
+        return
+    kept = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            kept = [row for row in csv.DictReader(f) if int(row["epoch"]) < steps[0]["epoch"]]
+    write_metrics(kept + steps, path)
 
 
 def save_state(path: Path, model: SegDINO, optimizer: torch.optim.Optimizer, epoch: int,
