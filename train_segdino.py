@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # works before installing too
 
-from segdino.commands import main, reference_argv  # noqa: E402
+from segdino.commands import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *reference_argv(sys.argv[1:])]))
+    sys.exit(main(["train", *sys.argv[1:]]))

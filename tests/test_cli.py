@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from segdino.commands import COMMANDS, OneLineParser, shown_default
+from segdino.commands import COMMANDS, OneLineParser, main, shown_default
 from segdino.commands.flags import MAX_DEFAULT_WORKERS, default_workers
 
 
@@ -81,3 +81,17 @@ def test_workers_default_follows_affinity(monkeypatch) -> None:
     assert default_workers() == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(64)))
     assert default_workers() == MAX_DEFAULT_WORKERS
+
+
+@pytest.mark.parametrize(("name", "reference", "ours"), [
+    ("export", ["m", "--dino_ckpt", "w.pth"], ["m", "--dino-ckpt", "w.pth"]),
+    ("test", [*POSITIONALS["test"], "--dice_thr", "0.3", "--num_workers", "1"],
+     [*POSITIONALS["test"], "--threshold", "0.3", "--num-workers", "1"]),
+])
+def test_reference_spellings_work_in_every_command(monkeypatch, name: str, reference: list[str],
+                                                   ours: list[str]) -> None:
+    seen: list[argparse.Namespace] = []
+    module = importlib.import_module(COMMANDS[name][0])
+    monkeypatch.setattr(module, "run", lambda args: seen.append(args) or 0)
+    assert main([name, *reference]) == 0 and main([name, *ours]) == 0
+    assert seen[0] == seen[1]

@@ -104,7 +104,8 @@ def _main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints usage, or the unknown-command error
         return 2
-    name, rest = argv[0], argv[1:]
+    # The reference's --snake_case spellings are aliases of every flag, in every command.
+    name, rest = argv[0], reference_argv(argv[1:])
     module = importlib.import_module(COMMANDS[name][0])
     parser = OneLineParser(prog=f"segdino {name}", description=COMMANDS[name][1])
     module.configure(parser)
