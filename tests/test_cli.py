@@ -4,6 +4,7 @@ workers' default follows the CPUs this process may use."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 
@@ -11,6 +12,7 @@ import pytest
 
 from segdino.commands import COMMANDS, OneLineParser, main, shown_default
 from segdino.commands.flags import MAX_DEFAULT_WORKERS, default_workers
+from segdino.training.config import TrainConfig
 
 
 def command_parser(name: str) -> OneLineParser:
@@ -36,6 +38,17 @@ def test_help_shows_every_default(name: str) -> None:
     # The formatter's own rendering agrees with the independent one above.
     assert {a.dest: shown_default(a) for a in parser._actions
             if shown_default(a) is not None} == defaults
+
+
+def test_train_help_shows_the_run_settings_defaults() -> None:
+    """train's flags default to None (a flag given is told from one left out): their help
+    states TrainConfig's defaults."""
+    actions = {a.dest: a for a in command_parser("train")._actions}
+    for field in dataclasses.fields(TrainConfig):
+        if field.default in (dataclasses.MISSING, None, False) or field.name == "num_workers":
+            continue  # num_workers: the machine's CPUs (tested below), not TrainConfig's
+        help_text = actions[field.name].help
+        assert "default" in help_text and str(field.default) in help_text, field.name
 
 
 def parse(name: str, *argv: str) -> argparse.Namespace:

@@ -77,7 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "frozen backbone once per image and train the decoder from its cached "
                         "features")
     parser.add_argument("--cache-views", type=argtypes.int_at_least(1), help="cached views "
-                        "per image: the plain one, and with --augment N-1 augmented ones")
+                        "per image: the plain one, and with --augment N-1 augmented ones "
+                        f"(default {d.cache_views})")
     parser.add_argument("--cache-dtype", choices=list(CACHE_DTYPES),
                         help=f"default {d.cache_dtype}")
     parser.add_argument("--val-fraction", type=argtypes.fraction_below_one,
@@ -97,7 +98,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 f"may use, at most {MAX_DEFAULT_WORKERS}; here {default_workers()})")
     add_seed(parser, None, help_text=f"default {d.seed}")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best there is)")
-    parser.add_argument("--amp", choices=("none", "bf16"), help="bf16 mixed precision")
+    parser.add_argument("--amp", choices=("none", "bf16"),
+                        help=f"bf16 mixed precision, or none (default {d.amp})")
     add_threshold(parser, "dice_thr", f"foreground where the probability is above T, for "
                   f"validation Dice and the checkpoint (default {d.dice_thr})")
     parser.add_argument("--save-root", help=f"default {d.save_root}")
