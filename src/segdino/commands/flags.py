@@ -8,8 +8,6 @@ import os
 import sys
 
 from segdino.argtypes import int_at_least, open_unit_float
-from segdino.inference.engines import ENGINES
-from segdino.runtime import INFERENCE_PRECISIONS
 
 MAX_DEFAULT_WORKERS = 8  # more data-loading processes than this rarely speed anything up
 
@@ -68,6 +66,11 @@ def add_allow_other_backbone(parser: argparse.ArgumentParser) -> None:
 def add_engine_flags(parser: argparse.ArgumentParser, precision: str = "auto") -> None:
     """--precision (default `precision`) and --engine, as `segdino predict` and `segdino test`
     take them."""
+    # Here, not at the top: the other flags are shared by `segdino prepare`, which runs
+    # without importing torch.
+    from segdino.inference.engines import ENGINES
+    from segdino.runtime import INFERENCE_PRECISIONS
+
     auto = "bf16 where the CPU or GPU computes it natively, else fp32"
     parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=precision,
                         help=f"auto ({auto}), fp32 or bf16 mixed precision (default "
