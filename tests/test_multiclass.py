@@ -338,7 +338,8 @@ def test_train_test_predict_three_classes(tmp_path: Path, data: Path, capsys) ->
     rows = read_csv(tmp_path / "t" / "metrics.csv")
     metrics = ["dice", "iou", "precision", "recall", "hd95"]
     assert list(rows[0]) == ["image", *(f"{m}_{c}" for c in ("1", "2", "mean") for m in metrics)]
-    assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png", "MEAN"]
+    assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png",
+                                          "MEAN", "SD", "MEDIAN"]
     predictor = Predictor.from_checkpoint(best, device="cpu")
     fmt = MaskFormat(3)
     for (image, mask), row in zip(find_pairs(data / "synth" / "test", mask_format=fmt), rows,
