@@ -386,8 +386,8 @@ def predict_and_check(ckpt: Path, split: Path, out: Path) -> set[int]:
             assert (colour[written == c] == rgb).all()
         with Image.open(out / f"{image.stem}_prob.png") as im:
             assert np.abs(np.asarray(im) - prob.max(0) * 255).max() <= 0.5 + 1e-3
-        with Image.open(out / f"{image.stem}_overlay.png") as im:
-            assert im.mode == "RGB" and im.size == size
+        with Image.open(out / f"{image.stem}_overlay.png") as im:  # under a strip: name, legend
+            assert im.mode == "RGB" and im.width == size[0] and im.height > size[1]
         seen |= set(np.unique(written).tolist())
     return seen
 

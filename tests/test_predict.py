@@ -187,8 +187,8 @@ def test_cli_writes_masks(tmp_path: Path, model_256: SegDINO, capsys) -> None:
         with Image.open(out / f"{path.stem}_prob.png") as im:
             assert im.mode == "L" and im.size == size
             assert np.abs(np.asarray(im) - ref_prob * 255).max() <= 0.5 + 1e-3
-        with Image.open(out / f"{path.stem}_overlay.png") as im:
-            assert im.mode == "RGB" and im.size == size
+        with Image.open(out / f"{path.stem}_overlay.png") as im:  # under a strip: name, legend
+            assert im.mode == "RGB" and im.width == size[0] and im.height > size[1]
     assert sorted(p.name for p in out.iterdir()) == sorted([*expected_files, MANIFEST])
 
 

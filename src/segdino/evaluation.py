@@ -51,7 +51,7 @@ from segdino.errors import UserError
 from segdino.inference.predictor import Predictor, to_size
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
-from segdino.visualize import overlay, save_png
+from segdino.visualize import caption, figure, save_png
 
 EVAL_SIZES = ("native", "input")
 Scores = metrics.ImageScores | list[metrics.ImageScores]  # one image's: binary, or per class
@@ -253,18 +253,19 @@ def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path) -
 
 def draw_worst(predictor: Predictor, pairs: list[Pair], rows: list, folder: Path, n: int,
                mask_format: MaskFormat) -> None:
-    """Overlays (truth and prediction outlined) of the `n` images with the lowest Dice (for
-    K classes, the lowest mean over the classes)."""
+    """Figures (truth and prediction outlined, the image's name, scores and a legend) of the
+    `n` images with the lowest Dice (for K classes, the lowest mean over the classes)."""
     by_name = {image.name: (image, mask) for image, mask in pairs}
     ranked = sorted(rows, key=lambda row: _mean_scores(row[1]).dice)
     for rank, (name, scores) in enumerate(ranked[:n], start=1):
-        dice = _mean_scores(scores).dice
+        mean = _mean_scores(scores)
         image_path, mask_path = by_name[name]
         image = load_rgb(image_path)
-        pred = predictor(image)
-        save_png(overlay(np.asarray(image), pred, mask_format.read(mask_path),
-                         mask_format.num_classes),
-                 folder / f"{rank:02d}_dice{dice:.3f}_{Path(name).stem}.png")
+        title = caption(name, {"Dice": mean.dice, "IoU": mean.iou, "HD95": mean.hd95})
+        save_png(figure(np.asarray(image), predictor(image), mask_format.read(mask_path),
+                        mask_format.num_classes, title,
+                        predictor.model.preprocessing.class_names),
+                 folder / f"{rank:02d}_dice{mean.dice:.3f}_{Path(name).stem}.png")
 
 
 def format_summary(summary: dict) -> str:
