@@ -34,7 +34,7 @@ from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
 from segdino.training.config import TrainConfig
 from segdino.training.loss import compute_loss
-from segdino.visualize import FILL_ALPHA, overlay
+from segdino.visualize import FILL_ALPHA, fitted, overlay
 
 TINY = FIXTURES / "dinov3" / "tiny_mlp.pth"
 # The first colours of the class palette, written out: background black, then Okabe-Ito.
@@ -387,7 +387,8 @@ def predict_and_check(ckpt: Path, split: Path, out: Path) -> set[int]:
         with Image.open(out / f"{image.stem}_prob.png") as im:
             assert np.abs(np.asarray(im) - prob.max(0) * 255).max() <= 0.5 + 1e-3
         with Image.open(out / f"{image.stem}_overlay.png") as im:  # under a strip: name, legend
-            assert im.mode == "RGB" and im.width == size[0] and im.height > size[1]
+            assert im.mode == "RGB" and im.width == fitted(size)[0]
+            assert im.height > fitted(size)[1]
         seen |= set(np.unique(written).tolist())
     return seen
 

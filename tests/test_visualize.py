@@ -19,6 +19,7 @@ from segdino.visualize import (
     FILL_ALPHA,
     GAP_PX,
     MAX_SIDE,
+    MIN_SIDE,
     PRED_COLOUR,
     STRIP_BACKGROUND,
     TEXT_COLOUR,
@@ -167,7 +168,7 @@ def test_figure_strip_names_scores_and_legend(image: np.ndarray) -> None:
     pred, truth = square(10, 10, 30, 30), square(20, 20, 50, 50)
     title = caption("polyp.png", {"Dice": 0.8123, "IoU": 0.7, "HD95": float("inf")})
     assert title == "polyp.png  Dice 0.812  IoU 0.700  HD95 inf"
-    out = figure(image, pred, truth, title=title)
+    out = figure(image, pred, truth, title=title, size=(64, 64))
     strip_height = out.shape[0] - 64
     assert out.shape[1] == 64 and strip_height > 0
     assert np.array_equal(out[strip_height:], overlay(image, pred, truth))  # drawn below
@@ -176,11 +177,13 @@ def test_figure_strip_names_scores_and_legend(image: np.ndarray) -> None:
     assert text[: strip_height // 2].any() and text[strip_height // 2 :].any()  # both lines
     for colour in (PRED_COLOUR, TRUTH_COLOUR, BOTH_COLOUR):  # a swatch of each
         assert (strip == colour).all(-1).sum() >= 9
-    untitled = figure(image, pred, truth)
+    untitled = figure(image, pred, truth, size=(64, 64))
     assert untitled.shape[0] < out.shape[0]  # no title line
-    alone = figure(image, pred)[:-64]
+    alone = figure(image, pred, size=(64, 64))[:-64]
     assert not (alone == TRUTH_COLOUR).all(-1).any() and (alone == PRED_COLOUR).all(-1).any()
-    assert figure(image).shape == image.shape  # nothing to say: no strip
+    assert figure(image, size=(64, 64)).shape == image.shape  # nothing to say: no strip
+    # by default a small image is enlarged, so that its strip's text fits
+    assert figure(image[:, :32]).shape[1:] == (MIN_SIDE // 2, 3)
 
 
 def test_figure_caps_the_longest_side_and_keeps_the_aspect() -> None:
@@ -202,7 +205,7 @@ def test_class_legend_names_the_classes_drawn() -> None:
     entries = legend(pred, truth, 4, names)
     assert entries == [(tuple(CLASS_COLOURS[1]), "gland"), (tuple(CLASS_COLOURS[3]), "tumour")]
     assert [t for _, t in legend(pred, None, 4)] == ["class 1", "class 3"]
-    strip = figure(np.zeros((40, 40, 3), np.uint8), pred, truth, 4, "x", names)[:-40]
+    strip = figure(np.zeros((40, 40, 3), np.uint8), pred, truth, 4, "x", names, (40, 40))[:-40]
     for c in (1, 3):
         assert (strip == CLASS_COLOURS[c]).all(-1).any()
     assert not (strip == CLASS_COLOURS[2]).all(-1).any()
@@ -215,9 +218,9 @@ def test_validation_tile_keeps_the_image_aspect(tmp_path) -> None:
     pred = truth = np.zeros((32, 32), bool)
     cfg = TrainConfig(str(tmp_path), "x", "x")
     tile = _tile(images, 0, pred, truth, cfg, {"Dice": 1.0, "IoU": 1.0})
-    # 60 x 30 drawn 32 x 16 (not the network's 32 x 32) below its strip
-    assert tile.shape[1] == 32 and (tile[-16:] == 90).all()
-    assert (tile[-17] == STRIP_BACKGROUND).all()
+    # 60 x 30 drawn MIN_SIDE x MIN_SIDE / 2 (not the network's 32 x 32) below its strip
+    assert tile.shape[1] == MIN_SIDE and (tile[-MIN_SIDE // 2 :] == 90).all()
+    assert (tile[-MIN_SIDE // 2 - 1] == STRIP_BACKGROUND).all()
 
 
 @pytest.mark.parametrize(

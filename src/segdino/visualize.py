@@ -8,10 +8,10 @@ the image's longest side thick (at least MIN_OUTLINE_PX), so they show on a 1000
 and a 256-pixel tile alike. Every file is written atomically.
 
 `figure` is what a person is shown: the overlay at most MAX_SIDE pixels on its longest side
-(larger overlays only take longer to write and to open), with a strip above it naming the
-image, its scores and what each colour means. PNGs are written with light compression
-(PNG_COMPRESS_LEVEL): zlib's default level is several times slower for files a few per
-cent smaller, and overlays are written once per image.
+(larger overlays only take longer to write and to open) and at least MIN_SIDE (so that the
+text fits), with a strip above it naming the image, its scores and what each colour means.
+PNGs are written with light compression (PNG_COMPRESS_LEVEL): zlib's default level is
+several times slower for files a few per cent smaller.
 
 Class-index maps (K >= 2 classes) use one colour per class, CLASS_COLOURS: black for the
 background (class 0), then the Okabe-Ito colours, then the PASCAL VOC palette. In overlays
@@ -38,6 +38,7 @@ FILL_ALPHA = 0.35
 MIN_OUTLINE_PX = 2
 OUTLINE_PER_PX = 1 / 250  # of the longest side: 4 px on a 1000-pixel image
 MAX_SIDE = 1024
+MIN_SIDE = 320
 PNG_COMPRESS_LEVEL = 2
 GAP_PX = 4
 BACKGROUND = 255  # white between grid tiles
@@ -165,6 +166,16 @@ def _resized(array: np.ndarray, size: tuple[int, int], resample: Image.Resamplin
     return resized.astype(array.dtype, copy=False)
 
 
+def fitted(size: tuple[int, int], longest: int | None = None) -> tuple[int, int]:
+    """(w, h) in the proportions of `size` = (w, h), `longest` on its longest side (default:
+    its own, brought within MIN_SIDE..MAX_SIDE)."""
+    width, height = size
+    if longest is None:
+        longest = min(max(width, height, MIN_SIDE), MAX_SIDE)
+    scale = longest / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def figure(
     image: np.ndarray,
     pred: np.ndarray | None = None,
@@ -175,12 +186,9 @@ def figure(
     size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """The overlay of `pred` and `truth` on `image`, drawn at `size` = (w, h) (default: the
-    image's, scaled down to MAX_SIDE on its longest side), under a strip with `title` and
-    the legend."""
+    image's `fitted`), under a strip with `title` and the legend."""
     height, width = image.shape[:2]
-    if size is None:
-        scale = min(1.0, MAX_SIDE / max(height, width))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = size or fitted((width, height))
     if size != (width, height):
         # the masks nearest-neighbour: a class index must not blend with its neighbour's
         image = _resized(image, size, Image.Resampling.BILINEAR)
@@ -191,6 +199,7 @@ def figure(
     drawn = overlay(image, pred, truth, num_classes)
     strip = _strip(size[0], title, legend(pred, truth, num_classes, class_names))
     return np.concatenate([strip, drawn])
+
 
 def _strip(width: int, title: str, entries: list[tuple[tuple[int, int, int], str]]
            ) -> np.ndarray:
@@ -209,7 +218,7 @@ def _strip(width: int, title: str, entries: list[tuple[tuple[int, int, int], str
             if x > pad and x + item > width - pad:
                 x, y = pad, y + line
             placed.append((x, y, colour, text))
-            x += item + 2 * px
+            x += item + px
         y += line
     if not placed:
         return np.zeros((0, width, 3), np.uint8)

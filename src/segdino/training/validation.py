@@ -18,7 +18,7 @@ from segdino.data.transforms import denormalise
 from segdino.runtime import autocast, batches
 from segdino.training.config import TrainConfig
 from segdino.training.loss import compute_loss
-from segdino.visualize import caption, figure
+from segdino.visualize import MIN_SIDE, caption, figure, fitted
 
 if TYPE_CHECKING:
     from segdino.training.loop import TrainingStep
@@ -62,11 +62,9 @@ def validate(step: TrainingStep, loader: DataLoader, images: SegmentationDataset
 def _tile(images: SegmentationDataset, i: int, pred: np.ndarray, truth: np.ndarray,
           cfg: TrainConfig, scores: dict[str, float]) -> np.ndarray:
     """Validation image `i`'s figure: the input-size picture and masks stretched back to the
-    image's proportions, titled with its name and scores."""
+    image's proportions, as long as the input (at least MIN_SIDE), with its name and scores."""
     image_path = images.pairs[i][0]
-    width, height = open_image(image_path).size
-    scale = max(images.size) / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = fitted(open_image(image_path).size, max(MIN_SIDE, *images.size))
     return figure(denormalise(images[i][0]), pred, truth, cfg.num_classes,
                   caption(image_path.name, scores), cfg.class_names, size=size)
 
