@@ -10,8 +10,9 @@ and a 256-pixel tile alike. Every file is written atomically.
 `figure` is what a person is shown: the overlay at most MAX_SIDE pixels on its longest side
 (larger overlays only take longer to write and to open) and at least MIN_SIDE (so that the
 text fits), with a strip above it naming the image, its scores and what each colour means.
-PNGs are written with light compression (PNG_COMPRESS_LEVEL): zlib's default level is
-several times slower for files a few per cent smaller.
+PNGs are written with light compression (PNG_COMPRESS_LEVEL): zlib's default level, 6, took
+1.3 to 2 times as long on 1024-pixel pictures, for files 8% (photographic noise) to 60%
+(smooth) smaller, and predict --overlay writes one per image.
 
 Class-index maps (K >= 2 classes) use one colour per class, CLASS_COLOURS: black for the
 background (class 0), then the Okabe-Ito colours, then the PASCAL VOC palette. In overlays
