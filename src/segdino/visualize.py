@@ -104,9 +104,9 @@ def overlay(
                          "expected H x W x 3 uint8")
     out, thickness = image.copy(), outline_px(image.shape)
     if pred is not None:
-        pred = np.asarray(_check_mask(pred, image.shape[:2], "prediction"))
+        pred = _check_mask(pred, image.shape[:2], "prediction")
     if truth is not None:
-        truth = np.asarray(_check_mask(truth, image.shape[:2], "truth"))
+        truth = _check_mask(truth, image.shape[:2], "truth")
     if num_classes == 1:
         pred_edge = truth_edge = None
         if pred is not None:
