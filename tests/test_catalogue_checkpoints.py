@@ -368,7 +368,7 @@ def segdino_test(tiny_run: dict[str, Path], ckpt: Path, save_root: Path, *extra:
 
 
 def per_image_dice(report: Path) -> list[float]:
-    lines = (report / "metrics.csv").read_text().splitlines()[1:-1]  # header, MEAN
+    lines = (report / "metrics.csv").read_text().splitlines()[1:-3]  # header; MEAN, SD, MEDIAN
     return [float(line.split(",")[1]) for line in lines]
 
 

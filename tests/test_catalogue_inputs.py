@@ -303,7 +303,7 @@ def test_test_reads_each_mask_coding_as_its_truth(tiny_run, tmp_path, kind):
     write_pairs(tmp_path / "data" / "set" / "test", maker, ext)
     outcome = run_test(tiny_run, tmp_path / "data", tmp_path / "out")
     assert outcome.code == 0, outcome.stderr
-    rows = read_csv(tmp_path / "out" / "t" / "metrics.csv")[:-1]  # the MEAN row aside
+    rows = read_csv(tmp_path / "out" / "t" / "metrics.csv")[:-3]  # MEAN, SD, MEDIAN aside
     assert [float(row["dice"]) for row in rows] == pytest.approx(
         [expected_dice(i) for i in range(N)], abs=1e-5)
     assert all(float(row["recall"]) == pytest.approx(1) for row in rows)
@@ -318,7 +318,7 @@ def test_test_reads_an_exif_rotated_image_with_its_mask_drawn_upright(tiny_run, 
         Image.fromarray(np.rot90(picture(i))).save(path, exif=exif(6))
     outcome = run_test(tiny_run, tmp_path / "data", tmp_path / "out")
     assert outcome.code == 0, outcome.stderr
-    rows = read_csv(tmp_path / "out" / "t" / "metrics.csv")[:-1]
+    rows = read_csv(tmp_path / "out" / "t" / "metrics.csv")[:-3]
     assert [float(row["dice"]) for row in rows] == pytest.approx(
         [expected_dice(i) for i in range(N)], abs=1e-5)
 

@@ -34,7 +34,7 @@ from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
 from segdino.training.config import TrainConfig
 from segdino.training.loss import compute_loss
-from segdino.visualize import FILL_ALPHA, overlay
+from segdino.visualize import FILL_ALPHA, fitted, overlay
 
 TINY = FIXTURES / "dinov3" / "tiny_mlp.pth"
 # The first colours of the class palette, written out: background black, then Okabe-Ito.
@@ -338,7 +338,8 @@ def test_train_test_predict_three_classes(tmp_path: Path, data: Path, capsys) ->
     rows = read_csv(tmp_path / "t" / "metrics.csv")
     metrics = ["dice", "iou", "precision", "recall", "hd95"]
     assert list(rows[0]) == ["image", *(f"{m}_{c}" for c in ("1", "2", "mean") for m in metrics)]
-    assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png", "MEAN"]
+    assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png",
+                                          "MEAN", "SD", "MEDIAN"]
     predictor = Predictor.from_checkpoint(best, device="cpu")
     fmt = MaskFormat(3)
     for (image, mask), row in zip(find_pairs(data / "synth" / "test", mask_format=fmt), rows,
@@ -385,8 +386,9 @@ def predict_and_check(ckpt: Path, split: Path, out: Path) -> set[int]:
             assert (colour[written == c] == rgb).all()
         with Image.open(out / f"{image.stem}_prob.png") as im:
             assert np.abs(np.asarray(im) - prob.max(0) * 255).max() <= 0.5 + 1e-3
-        with Image.open(out / f"{image.stem}_overlay.png") as im:
-            assert im.mode == "RGB" and im.size == size
+        with Image.open(out / f"{image.stem}_overlay.png") as im:  # under a strip: name, legend
+            assert im.mode == "RGB" and im.width == fitted(size)[0]
+            assert im.height > fitted(size)[1]
         seen |= set(np.unique(written).tolist())
     return seen
 

@@ -20,6 +20,7 @@ from segdino.errors import UserError
 from segdino.inference.predict_files import MANIFEST, predict_files
 from segdino.inference.predictor import Predictor
 from segdino.models.segdino import SegDINO
+from segdino.visualize import fitted
 
 CKPT = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"
 SIZES = [(40, 50), (70, 30), (64, 64), (33, 97), (16, 16)]  # (h, w)
@@ -187,8 +188,9 @@ def test_cli_writes_masks(tmp_path: Path, model_256: SegDINO, capsys) -> None:
         with Image.open(out / f"{path.stem}_prob.png") as im:
             assert im.mode == "L" and im.size == size
             assert np.abs(np.asarray(im) - ref_prob * 255).max() <= 0.5 + 1e-3
-        with Image.open(out / f"{path.stem}_overlay.png") as im:
-            assert im.mode == "RGB" and im.size == size
+        with Image.open(out / f"{path.stem}_overlay.png") as im:  # under a strip: name, legend
+            assert im.mode == "RGB" and im.width == fitted(size)[0]
+            assert im.height > fitted(size)[1]
     assert sorted(p.name for p in out.iterdir()) == sorted([*expected_files, MANIFEST])
 
 

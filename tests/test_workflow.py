@@ -95,7 +95,8 @@ def test_reference_commands_work_as_written(tmp_path, data, weights) -> None:
     assert result.returncode == 0, result.stderr
     (report,) = (tmp_path / "test").iterdir()
     rows = read_csv(report / "metrics.csv")
-    assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png", "0003.png", "MEAN"]
+    assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png", "0003.png",
+                                          "MEAN", "SD", "MEDIAN"]
     summary = json.loads((report / "summary.json").read_text())
     assert summary["input_size"] == [32, 32]  # the checkpoint's own training size
     assert summary["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows[:-1]]),

@@ -3,12 +3,16 @@
 By default each prediction is brought back to its image's own size and scored there
 (`--eval-size native`); `--eval-size input` scores at the network's input size, as the
 reference does. HD95 is the standard one unless `--hd95 reference`. Writes `metrics.csv`
-(a row per image and a MEAN row), `summary.json` and overlays of the worst images.
+(a row per image, then MEAN, SD and MEDIAN rows), `summary.json` and overlays of the worst
+images. Each metric is summarised by its mean, its sample standard deviation (ddof=1: the
+images are a sample of the images the model will meet) and its median, HD95 over its finite
+values only; one image has no SD (nan in the CSV, null in the JSON).
 
 A model of K >= 2 classes is scored per foreground class (`metrics.class_scores`): the CSV
 has a column per metric and class (`dice_1`, ..., `hd95_2`) and their mean over the classes
 (`dice_mean`, ...), and `summary.json` the means over classes with each class's summary in
-`per_class`.
+`per_class`. Their SD and median are over the images' means over the classes (a spread over
+classes would say nothing of how the images vary).
 
 Every report goes to a folder of its own (a second test of the same split gets `NAME-2`, and
 so on) and its `summary.json` records what produced it (`provenance`: the checkpoint's and
@@ -44,7 +48,7 @@ from segdino.inference.predictor import Predictor, to_size
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
 from segdino.provenance import environment
-from segdino.visualize import overlay, save_png
+from segdino.visualize import caption, figure, save_png
 
 EVAL_SIZES = ("native", "input")
 Scores = metrics.ImageScores | list[metrics.ImageScores]  # one image's: binary, or per class
@@ -114,10 +118,8 @@ def evaluate(
                          metrics.score(pred, truth, hd95, spacing) if classes == 1 else
                          metrics.class_scores(pred, truth, classes, hd95, spacing)))
     seconds = time.time() - started
-    scores = [s for _, s in rows]
     summary = {
-        **(metrics.summarise(scores) if classes == 1 else
-           metrics.summarise_classes(scores, classes)),
+        **summarise_rows([s for _, s in rows], classes),
         "images_per_second": round(len(rows) / seconds, 2),
         "eval_size": eval_size, "hd95_variant": hd95, "spacing": list(spacing),
         "input_size": list(pre.input_size),
@@ -162,6 +164,32 @@ def _mean_scores(scores: Scores) -> metrics.ImageScores:
     return scores if isinstance(scores, metrics.ImageScores) else metrics.mean_scores(scores)
 
 
+def summarise_rows(scores: list[Scores], classes: int) -> dict:
+    """Mean, `sd` and `median` of each metric over the images; for K classes, of their
+    means over the classes, and each class's in `per_class`."""
+    if classes == 1:
+        return {**metrics.summarise(scores), **spread(scores)}
+    summary = {**metrics.summarise_classes(scores, classes),
+               **spread([metrics.mean_scores(s) for s in scores])}
+    for c, class_summary in summary["per_class"].items():
+        class_summary.update(spread([s[int(c) - 1] for s in scores]))
+    return summary
+
+
+def spread(scores: list[metrics.ImageScores]) -> dict[str, dict[str, float]]:
+    """`sd` (sample, ddof=1) and `median` of each metric over the images; HD95's over its
+    finite values, as its mean is; nan where there are too few values."""
+    def stats(name: str) -> tuple[float, float]:
+        values = [getattr(s, name) for s in scores]
+        if name == "hd95":
+            values = [v for v in values if math.isfinite(v)]
+        return (float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                float(np.median(values)) if values else math.nan)
+    per_metric = {name: stats(name) for name in metrics.METRICS}
+    return {"sd": {name: sd for name, (sd, _) in per_metric.items()},
+            "median": {name: median for name, (_, median) in per_metric.items()}}
+
+
 def _columns(scores: Scores) -> dict[str, float]:
     """One image's metrics.csv columns: the metrics (binary), or each metric per foreground
     class (`dice_1`, ...) and then averaged over the classes (`dice_mean`, ...)."""
@@ -169,15 +197,25 @@ def _columns(scores: Scores) -> dict[str, float]:
         return asdict(scores)
     named = [*((str(c), s) for c, s in enumerate(scores, start=1)),
              ("mean", metrics.mean_scores(scores))]
-    return {f"{metric}_{label}": v for label, s in named for metric, v in asdict(s).items()}
+    return _labelled([(label, asdict(s)) for label, s in named])
 
 
-def _summary_scores(summary: dict) -> Scores:
-    """The summary's means in the shape of one image's scores (the MEAN row's source)."""
-    def pick(means: dict) -> metrics.ImageScores:
-        return metrics.ImageScores(**{name: means[name] for name in metrics.METRICS})
+def _labelled(named: list[tuple[str, dict[str, float]]]) -> dict[str, float]:
+    """Each class's metrics as columns `dice_1`, ..., `dice_mean`, ... in metrics.csv."""
+    return {f"{metric}_{label}": v for label, values in named for metric, v in values.items()}
+
+
+SUMMARY_ROWS = {"MEAN": "mean", "SD": "sd", "MEDIAN": "median"}  # metrics.csv's last rows
+
+
+def _summary_columns(summary: dict, statistic: str) -> dict[str, float]:
+    """One statistic ("mean", "sd" or "median") of each metric.csv column from the summary."""
+    def pick(part: dict) -> dict[str, float]:
+        values = part if statistic == "mean" else part[statistic]
+        return {name: values[name] for name in metrics.METRICS}
     if "per_class" in summary:
-        return [pick(means) for means in summary["per_class"].values()]
+        return _labelled([*((c, pick(s)) for c, s in summary["per_class"].items()),
+                          ("mean", pick(summary))])
     return pick(summary)
 
 
@@ -192,7 +230,7 @@ def _json_safe(value):
 
 def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path) -> None:
     table = [(image, _columns(scores)) for image, scores in rows]
-    table.append(("MEAN", _columns(_summary_scores(summary))))
+    table += [(row, _summary_columns(summary, stat)) for row, stat in SUMMARY_ROWS.items()]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["image", *table[0][1]])
@@ -205,18 +243,19 @@ def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path) -
 
 def draw_worst(predictor: Predictor, pairs: list[Pair], rows: list, folder: Path, n: int,
                mask_format: MaskFormat) -> None:
-    """Overlays (truth and prediction outlined) of the `n` images with the lowest Dice (for
-    K classes, the lowest mean over the classes)."""
+    """Figures (truth and prediction outlined, the image's name, scores and a legend) of the
+    `n` images with the lowest Dice (for K classes, the lowest mean over the classes)."""
     by_name = {image.name: (image, mask) for image, mask in pairs}
     ranked = sorted(rows, key=lambda row: _mean_scores(row[1]).dice)
     for rank, (name, scores) in enumerate(ranked[:n], start=1):
-        dice = _mean_scores(scores).dice
+        mean = _mean_scores(scores)
         image_path, mask_path = by_name[name]
         image = load_rgb(image_path)
-        pred = predictor(image)
-        save_png(overlay(np.asarray(image), pred, mask_format.read(mask_path),
-                         mask_format.num_classes),
-                 folder / f"{rank:02d}_dice{dice:.3f}_{Path(name).stem}.png")
+        title = caption(name, {"Dice": mean.dice, "IoU": mean.iou, "HD95": mean.hd95})
+        save_png(figure(np.asarray(image), predictor(image), mask_format.read(mask_path),
+                        mask_format.num_classes, title,
+                        predictor.model.preprocessing.class_names),
+                 folder / f"{rank:02d}_dice{mean.dice:.3f}_{Path(name).stem}.png")
 
 
 def format_summary(summary: dict) -> str:
@@ -233,9 +272,15 @@ def format_summary(summary: dict) -> str:
 
 
 def _format_scores(summary: dict, notes: bool = True) -> str:
-    line = "  ".join(f"{k} {summary[k]:.4f}" for k in ("dice", "iou", "precision", "recall"))
-    hd = f"HD95 {summary['hd95']:.2f} px" if math.isfinite(summary["hd95"]) else "HD95 n/a"
+    def scores(name: str, label: str, digits: int, unit: str = "") -> str:
+        mean, sd, median = summary[name], summary["sd"][name], summary["median"][name]
+        if not math.isfinite(mean):
+            return f"{label} n/a"
+        sd_text = f"{sd:.{digits}f}" if math.isfinite(sd) else "n/a"
+        return f"{label} {mean:.{digits}f}{unit} (sd {sd_text}, median {median:.{digits}f})"
+    line = "  ".join([*(scores(k, k, 4) for k in ("dice", "iou", "precision", "recall")),
+                      scores("hd95", "HD95", 2, " px")])
     left_out = summary["hd95_undefined"] + summary["hd95_infinite"] if notes else 0
     note = (f" (over {summary['images'] - left_out} images; {summary['hd95_infinite']} with "
             f"one empty mask, {summary['hd95_undefined']} with both empty)" if left_out else "")
-    return f"{summary['images']} images: {line}  {hd}{note}"
+    return f"{summary['images']} images: {line}{note}"

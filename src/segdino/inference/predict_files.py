@@ -20,7 +20,7 @@ from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
 from segdino.inference.predictor import Predictor, chunks
-from segdino.visualize import colour_mask, overlay, save_png
+from segdino.visualize import colour_mask, figure, save_png
 
 MANIFEST = ".segdino-predict.json"  # in the output folder: the files predict wrote there
 
@@ -175,7 +175,7 @@ def predict_files(
     may replace it."""
     out, paths = Path(out), [Path(p) for p in paths]
     stems = output_stems(paths, subfolders)
-    classes = predictor.model.num_classes
+    classes, class_names = predictor.model.num_classes, predictor.model.preprocessing.class_names
     raise_problems("INPUT", output_problems(paths, stems, out, probabilities, overlays, color,
                                              overwrite))
     names = [_output_names(stem, probabilities, overlays, color) for stem in stems]
@@ -188,13 +188,14 @@ def predict_files(
         for chunk in chunks(list(zip(paths, names, strict=True)), predictor.batch_size):
             images = [load_rgb(p) for p, _ in chunk]
             results = predictor(images, return_probabilities=True)
-            for (_, files), image, (mask, prob) in zip(chunk, images, results, strict=True):
+            for (path, files), image, (mask, prob) in zip(chunk, images, results, strict=True):
                 save_png(mask, out / files["mask"])
                 if "prob" in files:
                     chosen = prob if classes == 1 else prob.max(0)
                     save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
                 if "overlay" in files:
-                    save_png(overlay(np.asarray(image), pred=mask, num_classes=classes),
+                    save_png(figure(np.asarray(image), pred=mask, num_classes=classes,
+                                    title=path.name, class_names=class_names),
                              out / files["overlay"])
                 if "color" in files:
                     save_png(colour_mask(mask), out / files["color"])

@@ -34,6 +34,7 @@ from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
 from segdino.runtime import autocast, batches, keep_freed_memory, pick_device, quiet_worker
 from segdino.training.config import TrainConfig
+from segdino.training.curves import save_curves
 from segdino.training.distributed import Ranks, cache_name, init_distributed, reduce_means
 from segdino.training.feature_cache import build_cache
 from segdino.training.loss import compute_loss
@@ -48,7 +49,7 @@ from segdino.training.run_folder import (
     write_metrics,
 )
 from segdino.training.validation import batch_dice, validate
-from segdino.visualize import grid, save_curves, save_png
+from segdino.visualize import grid, save_png
 
 
 def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
@@ -284,7 +285,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         if tiles and improved:
             save_png(grid(tiles), run_dir / "val_overlays.png")
         write_metrics(history, run_dir / "metrics.csv")
-        save_curves(history, run_dir / "curves.png")
+        save_curves(history, run_dir / "curves.png", title=run_dir.name)
         save_state(run_dir / "state.pt", model, optimizer, epoch, history, best)
         append_steps(run_dir / "steps.csv", steps)
         record_checkpoints(run_dir)

@@ -1,4 +1,7 @@
-"""Scoring the model during training: a batch's masks, its Dice, and a validation pass."""
+"""Scoring the model during training: a batch's masks, its Dice, and a validation pass.
+
+The pass's overlays are drawn at each image's own aspect ratio (the network sees it squashed
+to the input size), as long on their longest side as the input, named and scored."""
 
 from __future__ import annotations
 
@@ -6,14 +9,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import segdino.metrics as metrics
+from segdino.data.dataset import SegmentationDataset
+from segdino.data.images import open_image
 from segdino.data.transforms import denormalise
 from segdino.runtime import autocast, batches
 from segdino.training.config import TrainConfig
 from segdino.training.loss import compute_loss
-from segdino.visualize import overlay
+from segdino.visualize import MIN_SIDE, caption, figure, fitted
 
 if TYPE_CHECKING:
     from segdino.training.loop import TrainingStep
@@ -30,7 +35,7 @@ def batch_masks(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig
 
 
 @torch.no_grad()
-def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: TrainConfig,
+def validate(step: TrainingStep, loader: DataLoader, images: SegmentationDataset, cfg: TrainConfig,
              device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
     """Mean loss, Dice and IoU at the input size (for K classes, the mean over the foreground
     classes), and overlays of the first images (`images` holds them, for when `loader`
@@ -47,10 +52,21 @@ def validate(step: TrainingStep, loader: DataLoader, images: Dataset, cfg: Train
             dices.append(metrics.foreground_mean(metrics.dice, pred, truth, cfg.num_classes))
             ious.append(metrics.foreground_mean(metrics.iou, pred, truth, cfg.num_classes))
             if len(tiles) < 8:
-                tiles.append(overlay(denormalise(images[i][0]), pred, truth, cfg.num_classes))
+                tiles.append(_tile(images, i, pred, truth, cfg,
+                                   {"Dice": dices[-1], "IoU": ious[-1]}))
     n = max(len(dices), 1)
     return {"val_loss": sum(losses) / n, "val_dice": float(np.mean(dices)),
             "val_iou": float(np.mean(ious))}, tiles
+
+
+def _tile(images: SegmentationDataset, i: int, pred: np.ndarray, truth: np.ndarray,
+          cfg: TrainConfig, scores: dict[str, float]) -> np.ndarray:
+    """Validation image `i`'s figure: the input-size picture and masks stretched back to the
+    image's proportions, as long as the input (at least MIN_SIDE), with its name and scores."""
+    image_path = images.pairs[i][0]
+    size = fitted(open_image(image_path).size, max(MIN_SIDE, *images.size))
+    return figure(denormalise(images[i][0]), pred, truth, cfg.num_classes,
+                  caption(image_path.name, scores), cfg.class_names, size=size)
 
 
 def batch_dice(logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> list[float]:
