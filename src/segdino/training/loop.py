@@ -66,11 +66,11 @@ def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
 def build_model(cfg: TrainConfig) -> SegDINO:
     backbone = load_backbone(cfg.dino_ckpt, arch=resolve_arch(cfg.dino_size)
                              if cfg.dino_size else None)
-    model = SegDINO(backbone, cfg.num_classes)
+    model = SegDINO(backbone, cfg.num_classes, None, cfg.decoder, **cfg.decoder_options())
     model.preprocessing = Preprocessing(
         input_size=(cfg.input_h, cfg.input_w), threshold=cfg.dice_thr, class_map=cfg.class_map,
         ignore_index=cfg.ignore_index,
-        class_names=tuple(cfg.class_names) if cfg.class_names else None)
+        class_names=tuple(cfg.class_names) if cfg.class_names else None, resize=cfg.resize)
     return model
 
 
@@ -177,15 +177,17 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         # Each rank caches its own fixed share and shuffles within it.
         shard = train_pairs[ranks.rank :: ranks.world]
         source = build_cache(
-            model, SegmentationDataset(shard, size, mask_format=cfg.mask_format()),
-            SegmentationDataset(shard, size, augment=True, mask_format=cfg.mask_format())
+            model, SegmentationDataset(shard, size, mask_format=cfg.mask_format(),
+                                       resize=cfg.resize),
+            SegmentationDataset(shard, size, augment=True, mask_format=cfg.mask_format(),
+                                resize=cfg.resize)
             if cfg.augment else None,
             cfg.cache_views, cfg.cache_dtype, run_dir, device, cfg.seed + ranks.rank,
             cfg.batch_size, cfg.num_workers, progress, cache_name("train", ranks), ranks.main)
         sampler = DistributedSampler(source, num_replicas=1, rank=0, seed=cfg.seed + ranks.rank)
     else:
         source = SegmentationDataset(train_pairs, size, augment=cfg.augment,
-                                     mask_format=cfg.mask_format())
+                                     mask_format=cfg.mask_format(), resize=cfg.resize)
         sampler = DistributedSampler(source, num_replicas=ranks.world, rank=ranks.rank,
                                      seed=cfg.seed)
     step_module = TrainingStep(model, cfg.cache_features, size)
@@ -193,7 +195,8 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
     if ranks.world > 1:
         step = DistributedDataParallel(step_module, broadcast_buffers=False)
     val_share = val_pairs[ranks.rank :: ranks.world]
-    val_set = SegmentationDataset(val_share, size, mask_format=cfg.mask_format())
+    val_set = SegmentationDataset(val_share, size, mask_format=cfg.mask_format(),
+                                  resize=cfg.resize)
     val_source = val_set
     if cfg.cache_features:  # validation is never augmented: one view, no backbone afterwards
         val_source = build_cache(model, val_set, None, 1, cfg.cache_dtype, run_dir, device,
