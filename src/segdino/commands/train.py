@@ -19,7 +19,7 @@ from segdino.data.transforms import RESIZE
 from segdino.errors import UserError, first_line
 from segdino.hub import parse_repo_id
 from segdino.models.decoders import DECODERS
-from segdino.training.config import RECIPES, TrainConfig
+from segdino.training.config import TrainConfig, with_recipe
 from segdino.training.feature_cache import CACHE_DTYPES
 from segdino.training.loop import train
 from segdino.training.loss import LOSSES
@@ -172,13 +172,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: a --config file's values, overridden by flags given explicitly."""
     values = read_settings(Path(args.config), "--config") if args.config else {}
     values.update(given_settings(args))
-    # the decoder's recipe fills the settings neither the flags nor --config gave
-    values = {**RECIPES.get(values.get("decoder", ""), {}), **values}
     missing = [f"--{n.replace('_', '-')}" for n in ("data_dir", "dataset", "dino_ckpt")
                if not values.get(n)]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (or a --config that sets them)")
-    return TrainConfig(**values)
+    return TrainConfig(**with_recipe(values))
 
 
 def resumed_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:

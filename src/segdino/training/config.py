@@ -15,6 +15,12 @@ RECIPES: dict[str, dict] = {
 }
 
 
+def with_recipe(values: dict) -> dict:
+    """`values` (a run's settings by field name), with the recipe of its decoder filling the
+    settings they leave out."""
+    return {**RECIPES.get(values.get("decoder", ""), {}), **values}
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a run; `config.json` in the run folder is this, resolved."""
