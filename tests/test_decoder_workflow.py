@@ -60,6 +60,9 @@ def test_train_test_predict_export(data: dict[str, Path], decoder: str, cached: 
     assert len(list((root / "masks" / name).glob("*.png"))) == 2
     onnx_file = root / f"{name}.onnx"
     assert main(["export", str(ckpt), "--format", "onnx", "--out", str(onnx_file)]) == 0
+    meta = json.loads(onnx_file.with_suffix(".json").read_text())
+    assert meta["preprocessing"]["resize"] == model.preprocessing.resize
+    assert model.preprocessing.resize in meta["input"]["layout"]
     x = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"images": x.numpy()})
