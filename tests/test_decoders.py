@@ -15,6 +15,7 @@ from segdino.backbone import build_backbone
 from segdino.checkpoints.format import read_metadata, save_segdino
 from segdino.checkpoints.load import load_segdino
 from segdino.checkpoints.reference import head_from_reference, save_reference
+from segdino.errors import UserError
 from segdino.models.decoders import DECODERS
 from segdino.models.segdino import SegDINO
 
@@ -123,3 +124,27 @@ def test_our_format_records_the_decoder(tmp_path, decoder: str) -> None:
                           backbone=FIXTURES / "dinov3" / "tiny_mlp.pth").eval()
     with torch.no_grad():
         assert torch.equal(loaded(io["input.x_48x64_b1"]), model.eval()(io["input.x_48x64_b1"]))
+
+
+def test_checkpoint_without_decoder_fields_is_v1(tmp_path) -> None:
+    """Checkpoints written before decoders had names hold v1 and resized bicubically."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = load_segdino(FIXTURES / "segdino" / "segdino_tiny_mlp.pth")
+    model.preprocessing.resize = "bilinear"
+    path = tmp_path / "new.safetensors"
+    save_segdino(model, path, backbone_file=FIXTURES / "dinov3" / "tiny_mlp.pth")
+    meta = read_metadata(path)
+    for key in ("decoder", "decoder_options"):
+        del meta[key]
+    del meta["preprocessing"]["resize"]
+    with safe_open(path, framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    save_file(tensors, tmp_path / "old.safetensors", metadata={"segdino": json.dumps(meta)})
+    old = load_segdino(tmp_path / "old.safetensors")
+    assert (old.decoder, old.decoder_options, old.preprocessing.resize) == ("v1", {}, "bicubic")
+    meta["decoder"] = "v3"
+    save_file(tensors, tmp_path / "bad.safetensors", metadata={"segdino": json.dumps(meta)})
+    with pytest.raises(UserError, match="decoder unreadable"):
+        load_segdino(tmp_path / "bad.safetensors")
