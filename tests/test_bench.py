@@ -58,6 +58,15 @@ def test_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "torch-bf16" in printed and "uncached" in printed and "cached" in printed
 
 
+def test_bench_another_decoder(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--decoder", "v2", "--size", "32", "--batch-sizes", "1", "--engines",
+                 "fp32", "--repeats", "1", "--warmup", "1", "--train-batch", "0", "--json",
+                 str(out), "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["decoder"] == "v2" and report["inference"][0]["images_per_second"] > 0
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--engines", "fp32", "tensorrt"], "--engines tensorrt: expected"),
     (["--batch-sizes", "0"], "argument --batch-sizes: '0': expected an integer >= 1"),

@@ -314,9 +314,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     # A rerun replaces the earlier demo's folder (marked as the demo's), so `make demo` reruns.
     (out / "predictions" / "stale.png").write_bytes(b"from the first run")
     assert main(["demo", "--out", str(out), "--epochs", "1", "--images", "4", "--size", "32",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--decoder", "v2"]) == 0
     assert not (out / "predictions" / "stale.png").exists()
     assert (out / "run" / "best.safetensors").is_file()
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert (config["decoder"], config["resize"]) == ("v2", "bilinear")  # with v2's recipe
 
 
 def test_version_is_the_installed_package(capsys) -> None:

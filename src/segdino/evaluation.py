@@ -71,7 +71,8 @@ class EvalImages(Dataset):
         pre = self.pre
         if self.eval_size == "input":
             truth = self.mask_format.resize(truth, pre.input_size)
-        image = image_to_tensor(load_rgb(image_path), pre.input_size, pre.mean, pre.std)
+        image = image_to_tensor(load_rgb(image_path), pre.input_size, pre.mean, pre.std,
+                                pre.resize)
         return image, truth, i
 
 

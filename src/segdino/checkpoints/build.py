@@ -17,9 +17,10 @@ import torch
 from segdino.backbone import DinoVisionTransformer, load_backbone
 from segdino.backbone.formats import StateDict, read_tensors
 from segdino.checkpoints.format import read_metadata, sha256, weights_file
-from segdino.checkpoints.reference import head_from_reference
+from segdino.checkpoints.reference import REFERENCE_PREFIXES, head_from_reference, reference_decoder
 from segdino.errors import UserError
 from segdino.hub import WEIGHT_FILES, local_path
+from segdino.models.decoders import DEFAULT
 from segdino.models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -139,7 +140,8 @@ def _load_ours(
                            for k in sorted(trained.keys() | found.keys())
                            if trained.get(k) != found.get(k))
         raise UserError(f"{path}: was trained on another backbone architecture ({differ})")
-    model = model_class(net, meta["num_classes"], meta["layers"])
+    model = model_class(net, meta["num_classes"], meta["layers"],
+                        meta.get("decoder", DEFAULT), **meta.get("decoder_options", {}))
     _load_head(model, read_tensors(path), path)
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     return model
@@ -160,7 +162,7 @@ def _load_reference(
     layers: list[int] | None, allow_other_backbone: bool,
 ) -> SegDINO:
     sd = read_tensors(path)
-    parts: dict[str, StateDict] = {"backbone": {}, "head": {}}
+    parts: dict[str, StateDict] = {"backbone": {}, **{p: {} for p in REFERENCE_PREFIXES}}
     for key, value in sd.items():
         prefix, _, rest = key.partition(".")
         if prefix not in parts and "cls_token" in sd:
@@ -168,18 +170,20 @@ def _load_reference(
                             "model (give those with --dino-ckpt or --backbone)")
         if prefix not in parts:
             raise UserError(f"{path}: unexpected key {key!r} (a SegDINO checkpoint holds "
-                            "backbone.* and head.* keys)")
+                            "backbone.* and head.* or decoder.* keys)")
         parts[prefix][rest] = value
-    if not parts["head"]:
-        raise UserError(f"{path}: no head.* keys: not a SegDINO checkpoint")
+    found = [p for p in REFERENCE_PREFIXES if parts[p]]
+    if len(found) != 1:
+        raise UserError(f"{path}: " + ("both head.* and decoder.* keys" if found else
+                                       "no head.* or decoder.* keys: not a SegDINO checkpoint"))
     own = load_backbone(parts["backbone"], name=f"{path} (its backbone.* weights)"
                         ) if parts["backbone"] else None
     given = backbone if backbone is None or isinstance(backbone, DinoVisionTransformer) \
         else load_backbone(backbone)
     net = _reference_backbone(path, own, given, allow_other_backbone)
-    head = head_from_reference(parts["head"])
-    classes = head.get("classifier.weight", torch.empty(1)).shape[0]
-    model = model_class(net, classes, layers)
+    head = head_from_reference(parts[found[0]])
+    decoder, options, classes = reference_decoder(found[0], head)
+    model = model_class(net, classes, layers, decoder, **options)
     _load_head(model, head, path)
     return model
 

@@ -23,7 +23,8 @@ from segdino.atomic import atomic_path
 from segdino.backbone.variants import variant_name
 from segdino.errors import UserError, first_line
 from segdino.hub import WEIGHT_FILES, cache_origin, local_path
-from segdino.models.head import PROJECTION_CHANNELS
+from segdino.models.decoders import DEFAULT, decoder_options
+from segdino.models.decoders.v1 import PROJECTION_CHANNELS
 from segdino.models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ def metadata(
         },
         "layers": list(model.layers),
         "num_classes": model.num_classes,
+        "decoder": model.decoder,
+        "decoder_options": model.decoder_options,
         "preprocessing": asdict(model.preprocessing),
         **(extra or {}),
     }
@@ -170,6 +173,11 @@ def _metadata_problems(meta: object) -> list[str]:
     classes = meta.get("num_classes")
     if not isinstance(classes, int) or classes < 1:
         problems.append(f"num_classes {classes!r}, expected 1 or more")
+    try:
+        # checkpoints from before the decoder field hold the paper's decoder
+        decoder_options(meta.get("decoder", DEFAULT), meta.get("decoder_options"))
+    except (TypeError, ValueError) as exc:
+        problems.append(f"decoder unreadable ({exc})")
     try:
         Preprocessing.from_dict(meta["preprocessing"])
     except (KeyError, TypeError, ValueError) as exc:

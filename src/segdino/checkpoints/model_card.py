@@ -21,7 +21,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from segdino.atomic import write_text
 from segdino.checkpoints.format import metadata, read_metadata
 from segdino.errors import UserError
-from segdino.training.config import TrainConfig
+from segdino.training.config import RECIPES, TrainConfig
 
 if TYPE_CHECKING:
     from segdino.models.segdino import SegDINO
@@ -47,19 +47,26 @@ def train_command(config: dict) -> str:
     """The `segdino train` command line that gives a run with this `config.json`: every
     setting that differs from its default, as the flag of the same name."""
     defaults = {f.name: f.default for f in fields(TrainConfig)}
+    defaults.update(RECIPES.get(config.get("decoder"), {}))  # what --decoder alone sets
     argv = ["segdino", "train"]
     for name, value in config.items():
         default = defaults.get(name, MISSING)
-        if name not in defaults or value is None or value is False or value == default:
+        if name not in defaults or value is None or value == default:
             continue  # unknown to this version, unset, or the default
         flag = "--" + name.replace("_", "-")
-        if value is True:
-            argv.append(flag)
+        if isinstance(value, bool):  # False differs only for --augment under v2's recipe
+            argv.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, list):
             argv += [flag, *map(str, value)]
         else:
             argv += [flag, str(value)]
     return shlex.join(argv)
+
+
+def _decoder_name(meta: dict) -> str:
+    """The decoder as `segdino train --decoder` names it, with its options."""
+    options = ", ".join(f"{k} {v}" for k, v in meta["decoder_options"].items())
+    return f"SegDINO {meta['decoder']}" + (f": {options}" if options else "")
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -192,9 +199,10 @@ def model_card(
     body = [
         f"# {title}", "",
         f"A [SegDINO]({PAPER}) model: a frozen DINOv3 vision transformer and a light decoder "
-        f"({sum(p.numel() for p in model.head.parameters()):,} parameters, {model.num_classes} "
-        f"class{'es' if model.num_classes > 1 else ''}), made with segdino. Inputs are resized "
-        f"to {pre['input_size'][0]} x {pre['input_size'][1]} and normalised with mean "
+        f"({_decoder_name(meta)}, {sum(p.numel() for p in model.head.parameters()):,} "
+        f"parameters, {model.num_classes} class{'es' if model.num_classes > 1 else ''}), made "
+        f"with segdino. Inputs are resized ({pre['resize']}) to {pre['input_size'][0]} x "
+        f"{pre['input_size'][1]} and normalised with mean "
         f"{pre['mean']} and std {pre['std']}; masks come back at each image's own size.", "",
         *_usage_section(model, repo_id or "OWNER/NAME"),
         *_backbone_section(meta),

@@ -27,6 +27,7 @@ from segdino.benchmark import (
 from segdino.commands.flags import add_progress
 from segdino.errors import UserError
 from segdino.inference.engines import ENGINES
+from segdino.models.decoders import DECODERS, DEFAULT
 from segdino.models.segdino import SegDINO
 from segdino.runtime import pick_device, resolve_precision
 
@@ -50,6 +51,8 @@ def report_path(text: str) -> Path:
 def configure(parser: argparse.ArgumentParser) -> None:
     # Types that raise UserError (--arch, --engines, --device, --json) refuse at parse time
     # too: the command line prints it as its one-line error.
+    parser.add_argument("--decoder", choices=list(DECODERS), default=DEFAULT,
+                        help=f"the decoder to time (default {DEFAULT})")
     parser.add_argument("--arch", default="vits16", type=resolve_arch,
                         help="backbone architecture, randomly initialised (default vits16)")
     parser.add_argument("--size", type=int_at_least(1), nargs="+", default=[256], metavar="PX",
@@ -83,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device() if args.device is None else args.device
     arch = args.arch
     torch.manual_seed(0)
-    model = SegDINO(build_backbone(arch)).to(device).eval()
+    model = SegDINO(build_backbone(arch), decoder=args.decoder).to(device).eval()
     default_label = f"torch-{resolve_precision(device, 'auto')}"
     header = (f"segdino bench: {arch}, {size[0]} x {size[1]}, {device} ({hardware(device)}, "
-              f"{torch.get_num_threads()} threads), torch {torch.__version__}")
+              f"{torch.get_num_threads()} threads), torch {torch.__version__}, decoder "
+              f"{args.decoder}")
     progress = progress_printer(not args.no_progress)
     progress(header)
     engines = args.engines or [parse_engine(e) for e in DEFAULT_ENGINES]
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(inference, training, default_label, skipped))
     if args.json:
         report = {
-            "format": FORMAT, "arch": arch, "size": list(size), "device": str(device),
+            "format": FORMAT, "arch": arch, "decoder": args.decoder, "size": list(size),
+            "device": str(device),
             "hardware": hardware(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "platform": platform.platform(), "default_engine": default_label,

@@ -23,7 +23,8 @@ from segdino.errors import UserError
 from segdino.evaluation import evaluate, format_summary
 from segdino.inference.predict_files import predict_files
 from segdino.inference.predictor import Predictor
-from segdino.training.config import TrainConfig
+from segdino.models.decoders import DECODERS, DEFAULT
+from segdino.training.config import TrainConfig, with_recipe
 from segdino.training.loop import train
 
 ARCH = "vits16"
@@ -39,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int_at_least(1), default=96,
                         help="training images to generate")
     add_seed(parser, 0)
+    parser.add_argument("--decoder", choices=list(DECODERS), default=DEFAULT,
+                        help=f"default {DEFAULT}; v2 trains with its recipe (segdino train)")
     parser.add_argument("--device")
     add_progress(parser)
 
@@ -70,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
         torch.save(build_backbone(ARCH).state_dict(), tmp)
 
     print(f"3/4 training the decoder for {args.epochs} epochs")
-    cfg = TrainConfig(data_dir=str(data.parent), dataset=data.name, dino_ckpt=str(weights),
-                      input_h=args.size, input_w=args.size, epochs=args.epochs, batch_size=8,
-                      num_workers=0, seed=args.seed, device=args.device,
-                      save_root=str(out), name="run")
+    cfg = TrainConfig(**with_recipe(dict(
+        data_dir=str(data.parent), dataset=data.name, dino_ckpt=str(weights),
+        input_h=args.size, input_w=args.size, epochs=args.epochs, batch_size=8, num_workers=0,
+        seed=args.seed, device=args.device, save_root=str(out), name="run",
+        decoder=args.decoder)))
     run_dir = train(cfg, progress=progress)
 
     print("4/4 testing on the test split and predicting its masks")

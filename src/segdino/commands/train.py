@@ -25,9 +25,11 @@ from segdino.commands.flags import (
     default_workers,
     progress_bars,
 )
+from segdino.data.transforms import RESIZE
 from segdino.errors import UserError, first_line
 from segdino.hub import parse_repo_id
-from segdino.training.config import TrainConfig
+from segdino.models.decoders import DECODERS
+from segdino.training.config import TrainConfig, with_recipe
 from segdino.training.feature_cache import CACHE_DTYPES
 from segdino.training.loop import train
 from segdino.training.loss import LOSSES
@@ -70,9 +72,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"default {d.weight_decay}")
     parser.add_argument("--loss", choices=LOSSES, help="bce (the default) or bce+dice for one "
                         "class; ce (the default) or ce+dice for --num-classes 2 or more")
-    parser.add_argument("--augment", action="store_true", default=None, help="flips, "
-                        "rotation within 15 degrees, colour jitter (SegDINO v2); off by "
-                        "default, as in the paper")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="flips, rotation within 15 degrees, colour jitter (SegDINO v2); "
+                        "off by default, as in the paper; on in v2's recipe")
+    parser.add_argument("--decoder", choices=list(DECODERS), help=f"default {d.decoder}: "
+                        "v1 the paper's, v1-proj its newest head (4x finer logits), v2 SegDINO "
+                        "v2's TPA + SAD (and its recipe: bilinear resize, --augment, "
+                        "--weight-decay 0.01, each overridable)")
+    parser.add_argument("--decoder-channels", type=argtypes.int_at_least(1), metavar="N",
+                        help="v2's width (default 256; its authors use 512 for harder tasks)")
+    parser.add_argument("--resize", choices=list(RESIZE), help="image resampling (default: "
+                        f"the decoder's recipe, else {d.resize})")
     parser.add_argument("--cache-features", action="store_true", default=None, help="run the "
                         "frozen backbone once per image and train the decoder from its cached "
                         "features")
@@ -179,7 +189,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                if not values.get(n)]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (or a --config that sets them)")
-    return TrainConfig(**values)
+    return TrainConfig(**with_recipe(values))
 
 
 def resumed_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:

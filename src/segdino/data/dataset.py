@@ -86,8 +86,9 @@ class SegmentationDataset(Dataset):
     """
 
     def __init__(self, pairs: list[Pair], size: tuple[int, int], augment: bool = False,
-                 mask_format: MaskFormat = BINARY) -> None:
+                 mask_format: MaskFormat = BINARY, resize: str = "bicubic") -> None:
         self.pairs = list(pairs)
+        self.resize = resize
         self.size = size
         self.augment = Augment() if augment else None
         self.mask_format = mask_format
@@ -103,4 +104,5 @@ class SegmentationDataset(Dataset):
         if self.augment is not None:
             rng = np.random.default_rng(torch.randint(2**31, ()).item())
             image, mask = self.augment(image, mask, rng)
-        return image_to_tensor(image, self.size), self.mask_format.to_tensor(mask, self.size), i
+        x = image_to_tensor(image, self.size, resize=self.resize)
+        return x, self.mask_format.to_tensor(mask, self.size), i

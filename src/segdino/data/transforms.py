@@ -1,9 +1,9 @@
 """Turning images and masks into network tensors, and back.
 
 The preprocessing is the reference's (docs: reference.md, section 3): RGB, PIL bicubic
-resize (which antialiases when downscaling), scale to [0, 1], ImageNet normalisation; masks
-are resized with nearest neighbour. `Augment` is the optional SegDINO v2 style augmentation,
-off by default because the paper trains without it.
+resize (SegDINO v2's: bilinear; both antialias when downscaling), scale to [0, 1], ImageNet
+normalisation; masks are resized with nearest neighbour. `Augment` is the optional SegDINO v2
+style augmentation, off by default because the paper trains without it (on in v2's recipe).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+# image resampling by name, as checkpoints record it: v1 trains with bicubic, v2 with bilinear
+RESIZE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
 def load_rgb(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
@@ -53,10 +55,12 @@ def image_to_tensor(
     size: tuple[int, int],
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    resize: str = "bicubic",
 ) -> torch.Tensor:
-    """A [3, h, w] float32 tensor: bicubic resize to `size` = (h, w), /255, normalised."""
+    """A [3, h, w] float32 tensor: resized to `size` = (h, w) (`resize`, a `RESIZE` name),
+    /255, normalised."""
     height, width = size
-    resized = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    resized = image.convert("RGB").resize((width, height), RESIZE[resize])
     x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
     if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
         return (x.float() / 255.0 - _MEAN) / _STD

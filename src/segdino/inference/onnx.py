@@ -50,8 +50,8 @@ def onnx_metadata(model: SegDINO, opset: int) -> dict:
         "segdino_version": __version__,
         "opset": opset,
         "input": {"name": INPUT, "shape": ["batch", 3, "height", "width"], "dtype": "float32",
-                  "layout": "RGB, resized (bicubic) to preprocessing.input_size, "
-                            "(pixel / 255 - mean) / std"},
+                  "layout": f"RGB, resized ({model.preprocessing.resize}) to "
+                            "preprocessing.input_size, (pixel / 255 - mean) / std"},
         "output": {"name": OUTPUT, "shape": ["batch", model.num_classes, "height", "width"],
                    "dtype": "float32",
                    "meaning": "one class: foreground where sigmoid(logit) > threshold; "

@@ -97,7 +97,7 @@ class Predictor:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The (3, h, w) network input for an RGB image, by the model's preprocessing."""
         pre = self.model.preprocessing
-        return image_to_tensor(image, pre.input_size, pre.mean, pre.std)
+        return image_to_tensor(image, pre.input_size, pre.mean, pre.std, pre.resize)
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities, float32 on the CPU, for a preprocessed batch (B, 3, h, w): the

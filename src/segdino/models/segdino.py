@@ -1,9 +1,10 @@
 """SegDINO: a frozen DINOv3 backbone and a light multi-level decoder.
 
-Four intermediate layers of the backbone, each projected (1x1 conv) and refined (3x3 conv)
-to 128 channels, are concatenated and classified per patch (1x1 conv); the logits are then
-upsampled bilinearly to the input size. Only the decoder trains (2,213,793 parameters on
-ViT-S/16 for one class).
+Four intermediate layers of the backbone feed one of the decoders in
+`segdino.models.decoders`; its logits are upsampled bilinearly to the input size. The paper's
+decoder ("v1", the default) projects (1x1 conv) and refines (3x3 conv) each layer to 128
+channels, concatenates them and classifies per patch (1x1 conv). Only the decoder trains
+(2,213,793 parameters on ViT-S/16 for one class with v1).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdino.backbone import DinoVisionTransformer, default_layers
-from segdino.models.head import PROJECTION_CHANNELS, SegDINOHead
+from segdino.models.decoders import DEFAULT, build_decoder, decoder_options
+from segdino.models.decoders.v1 import PROJECTION_CHANNELS
 from segdino.models.hub_mixin import SegDINOHubMixin
 from segdino.models.preprocessing import Preprocessing
 
@@ -25,7 +27,9 @@ class SegDINO(
     nn.Module, SegDINOHubMixin, library_name="segdino", pipeline_tag="image-segmentation",
     tags=["segdino", "dinov3", "image-segmentation"], paper_url="https://arxiv.org/abs/2509.00833",
 ):
-    """`SegDINO(backbone, num_classes=1, layers=None)`: logits `(B, num_classes, H, W)`.
+    """`SegDINO(backbone, num_classes=1, layers=None, decoder="v1", **options)`: logits
+    `(B, num_classes, H, W)`; `decoder` names one in `segdino.models.decoders.DECODERS`
+    and `options` override its defaults (v2: `channels`).
 
     The backbone is frozen for real: no gradients, and it stays in eval mode when the model
     trains (so its train-mode RoPE jitter never runs). Any input size works: a size that is
@@ -38,6 +42,8 @@ class SegDINO(
         backbone: DinoVisionTransformer,
         num_classes: int = 1,
         layers: Sequence[int] | None = None,
+        decoder: str = DEFAULT,
+        **options: object,
     ) -> None:
         super().__init__()
         self.backbone = backbone.requires_grad_(False).eval()
@@ -46,7 +52,10 @@ class SegDINO(
             raise ValueError(f"SegDINO decodes {len(PROJECTION_CHANNELS)} layers, "
                              f"got {list(self.layers)}")
         self.num_classes = num_classes
-        self.head = SegDINOHead(backbone.embed_dim, num_classes)
+        self.decoder = decoder
+        self.decoder_options = decoder_options(decoder, options)
+        self.head = build_decoder(decoder, backbone.embed_dim, num_classes,
+                                  **self.decoder_options)
         self.preprocessing = Preprocessing()
         self.checkpoint_path: Path | None = None  # the file load_segdino read, for reports
 
@@ -71,8 +80,9 @@ class SegDINO(
         """Decoder logits for an input of `size` (H, W): upsampled to the padded grid, cropped."""
         logits = self.head(features)
         patch = self.backbone.patch_size
-        grid = (logits.shape[-2] * patch, logits.shape[-1] * patch)
-        logits = F.interpolate(logits, size=grid, mode="bilinear", align_corners=True)
+        grid = (features.shape[-2] * patch, features.shape[-1] * patch)
+        logits = F.interpolate(logits, size=grid, mode="bilinear",
+                               align_corners=self.head.align_corners)
         return logits[..., : size[0], : size[1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

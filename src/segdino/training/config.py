@@ -8,6 +8,18 @@ from segdino.data.masks import MaskFormat
 from segdino.errors import UserError
 from segdino.training.loss import BINARY_LOSSES, CLASS_LOSSES
 
+# a decoder's published recipe: settings its authors train it with, the defaults of a run of
+# it unless given (SegDINO v2's train.py: bilinear resize, augmentation, torch's AdamW decay)
+RECIPES: dict[str, dict] = {
+    "v2": {"resize": "bilinear", "augment": True, "weight_decay": 0.01},
+}
+
+
+def with_recipe(values: dict) -> dict:
+    """`values` (a run's settings by field name), with the recipe of its decoder filling the
+    settings they leave out."""
+    return {**RECIPES.get(values.get("decoder", ""), {}), **values}
+
 
 @dataclass
 class TrainConfig:
@@ -29,6 +41,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: str | None = None  # bce for one class, ce for more, when not given
     augment: bool = False
+    decoder: str = "v1"  # a segdino.models.decoders name
+    decoder_channels: int | None = None  # v2's width; None: its default
+    resize: str = "bicubic"  # image resampling (segdino.data.transforms.RESIZE)
     cache_features: bool = False  # train the decoder from cached backbone features
     cache_views: int = 1  # cached views per image: 1 plain, the rest augmented
     cache_dtype: str = "float16"
@@ -54,6 +69,9 @@ class TrainConfig:
         if self.loss not in losses:
             raise UserError(f"--loss {self.loss}: with --num-classes {self.num_classes}, "
                             f"expected {' or '.join(losses)}")
+        if self.decoder_channels is not None and self.decoder != "v2":
+            raise UserError(f"--decoder-channels: decoder {self.decoder} has a fixed width "
+                            "(only v2 takes it)")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise UserError(f"--class-names: {len(self.class_names)} names for "
                             f"--num-classes {self.num_classes} (name every class, background "
@@ -63,6 +81,10 @@ class TrainConfig:
     def precision(self) -> str:
         """`--amp` in the terms of `segdino.runtime.autocast`."""
         return "bf16" if self.amp == "bf16" else "fp32"
+
+    def decoder_options(self) -> dict:
+        """The decoder's options given (the rest are its defaults)."""
+        return {} if self.decoder_channels is None else {"channels": self.decoder_channels}
 
     def mask_format(self) -> MaskFormat:
         return MaskFormat(self.num_classes, self.class_map, self.ignore_index)

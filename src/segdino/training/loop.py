@@ -70,12 +70,17 @@ def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
 def build_model(cfg: TrainConfig) -> SegDINO:
     backbone = load_backbone(cfg.dino_ckpt, arch=resolve_arch(cfg.dino_size)
                              if cfg.dino_size else None)
-    model = SegDINO(backbone, cfg.num_classes)
+    model = SegDINO(backbone, cfg.num_classes, None, cfg.decoder, **cfg.decoder_options())
     model.preprocessing = Preprocessing(
         input_size=(cfg.input_h, cfg.input_w), threshold=cfg.dice_thr, class_map=cfg.class_map,
         ignore_index=cfg.ignore_index,
-        class_names=tuple(cfg.class_names) if cfg.class_names else None)
+        class_names=tuple(cfg.class_names) if cfg.class_names else None, resize=cfg.resize)
     return model
+
+
+def dataset(cfg: TrainConfig, pairs: list, augment: bool = False) -> SegmentationDataset:
+    return SegmentationDataset(pairs, (cfg.input_h, cfg.input_w), augment=augment,
+                               mask_format=cfg.mask_format(), resize=cfg.resize)
 
 
 class TrainingStep(nn.Module):
@@ -182,23 +187,19 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         # Each rank caches its own fixed share and shuffles within it.
         shard = train_pairs[ranks.rank :: ranks.world]
         source = build_cache(
-            model, SegmentationDataset(shard, size, mask_format=cfg.mask_format()),
-            SegmentationDataset(shard, size, augment=True, mask_format=cfg.mask_format())
-            if cfg.augment else None,
+            model, dataset(cfg, shard), dataset(cfg, shard, True) if cfg.augment else None,
             cfg.cache_views, cfg.cache_dtype, run_dir, device, cfg.seed + ranks.rank,
             cfg.batch_size, cfg.num_workers, progress, cache_name("train", ranks), ranks.main)
         sampler = DistributedSampler(source, num_replicas=1, rank=0, seed=cfg.seed + ranks.rank)
     else:
-        source = SegmentationDataset(train_pairs, size, augment=cfg.augment,
-                                     mask_format=cfg.mask_format())
+        source = dataset(cfg, train_pairs, cfg.augment)
         sampler = DistributedSampler(source, num_replicas=ranks.world, rank=ranks.rank,
                                      seed=cfg.seed)
     step_module = TrainingStep(model, cfg.cache_features, size)
-    step = step_module
-    if ranks.world > 1:
-        step = DistributedDataParallel(step_module, broadcast_buffers=False)
+    step = (DistributedDataParallel(step_module, broadcast_buffers=False) if ranks.world > 1
+            else step_module)
     val_share = val_pairs[ranks.rank :: ranks.world]
-    val_set = SegmentationDataset(val_share, size, mask_format=cfg.mask_format())
+    val_set = dataset(cfg, val_share)
     val_source = val_set
     if cfg.cache_features:  # validation is never augmented: one view, no backbone afterwards
         val_source = build_cache(model, val_set, None, 1, cfg.cache_dtype, run_dir, device,
@@ -207,8 +208,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
     val_loader = DataLoader(val_source, batch_size=cfg.batch_size,
                             num_workers=0 if cfg.cache_features else cfg.num_workers,
                             pin_memory=pin, worker_init_fn=quiet_worker)
-    history: list[dict] = []
-    best, start = -math.inf, 0
+    history, best, start = [], -math.inf, 0
     if state is not None:
         model.head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
@@ -254,8 +254,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
             steps.append({"epoch": epoch + 1, "step": i + 1, "loss": loss_value,
                           "lr": optimizer.param_groups[0]["lr"]})
             # The whole run's ETA (tqdm's is the epoch's), at the pace so far, validation included.
-            steps_done += 1
-            steps_left = len(loader) * (cfg.epochs - epoch) - i - 1
+            steps_done, steps_left = steps_done + 1, len(loader) * (cfg.epochs - epoch) - i - 1
             per_step = (time.time() - run_started) / steps_done
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", dice=f"{dice_sum / seen:.4f}",
                             run_eta=tqdm.format_interval(per_step * steps_left))

@@ -1,8 +1,9 @@
-"""`SegDINOHead`: the paper's decoder, and how it folds into one convolution."""
+"""`SegDINOHead` (decoder "v1"): the paper's decoder, and how it folds into one convolution."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,10 @@ FEATURES = 128
 class SegDINOHead(nn.Module):
     """The paper's decoder. All levels share the backbone's patch grid, so the reference's
     resize of levels 2-4 to level 1's size is the identity and is left out."""
+
+    # the reference upsamples the logits with align_corners=True; its state dict says `head.`
+    align_corners: ClassVar[bool] = True
+    reference_prefix: ClassVar[str] = "head"
 
     def __init__(
         self,
@@ -29,6 +34,10 @@ class SegDINOHead(nn.Module):
             nn.Conv2d(c, features, 3, padding=1, bias=False) for c in projection_channels
         )
         self.classifier = nn.Conv2d(features * len(projection_channels), num_classes, 1)
+
+    def options(self) -> dict:
+        """The constructor's options a checkpoint records (none: the paper's sizes are fixed)."""
+        return {}
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder as one 3 x 3 convolution: its kernel `(K, L*D, 3, 3)` and the kernel
