@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 import segdino.metrics as metrics
 from segdino.atomic import write_text
@@ -47,6 +46,7 @@ from segdino.errors import UserError
 from segdino.inference.predictor import Predictor, to_size
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
+from segdino.progress import progress_bar
 from segdino.provenance import environment
 from segdino.visualize import caption, figure, save_png
 
@@ -107,7 +107,7 @@ def evaluate(
                         collate_fn=_collate, pin_memory=predictor.device.type == "cuda")
     rows: list[tuple[str, Scores]] = []
     started = time.time()
-    for images, truths, indices in tqdm(loader, desc="testing", disable=not progress):
+    for images, truths, indices in progress_bar(loader, progress, desc="testing"):
         probs = predictor.probabilities(images)
         for prob, truth, i in zip(probs, truths, indices, strict=True):
             if eval_size == "native":

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from segdino.argtypes import int_at_least, open_unit_float
+from segdino.progress import drawing
 
 MAX_DEFAULT_WORKERS = 8  # more data-loading processes than this rarely speed anything up
 
@@ -32,9 +32,9 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def progress_bars(args: argparse.Namespace) -> bool:
-    """Whether to draw progress bars: asked for, and onto a terminal (redrawn bars in a log
-    file are hundreds of carriage-return updates)."""
-    return not args.no_progress and sys.stderr.isatty()
+    """Whether to draw progress bars: asked for, and onto a terminal (`segdino.progress`'s
+    rule, which the library applies too)."""
+    return drawing(not args.no_progress)
 
 
 def add_threshold(parser: argparse.ArgumentParser, dest: str, help_text: str) -> None:

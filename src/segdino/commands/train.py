@@ -32,12 +32,13 @@ from segdino.models.decoders import DECODERS
 from segdino.training.config import TrainConfig, with_recipe
 from segdino.training.feature_cache import CACHE_DTYPES
 from segdino.training.loop import train
+from segdino.training.metric_log import LOGS
 from segdino.training.loss import LOSSES
 
 PATCH = ViTConfig.patch_size  # every DINOv3 ViT's; input sizes are whole patches
 # What a resumed run may change: none changes what it computes (--dino-ckpt only to weights
 # of the same SHA-256, which verify_backbone enforces, or by --allow-other-backbone).
-RESUME_MAY_CHANGE = ("epochs", "num_workers", "device", "dino_ckpt")
+RESUME_MAY_CHANGE = ("epochs", "num_workers", "device", "dino_ckpt", "log")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a run's config.json: its settings become the "
                         "defaults (flags given here still win)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run "
-                        "(only --epochs, --num-workers, --device and --dino-ckpt may change)")
+                        "(only --epochs, --num-workers, --device, --dino-ckpt and --log may change)")
     parser.add_argument("--allow-other-backbone", action="store_true", help="with --resume: "
                         "continue on backbone weights other than the run's own")
     parser.add_argument("--data-dir", help="folder holding DATASET/{train,val,test}")
@@ -114,6 +115,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                   f"validation Dice and the checkpoint (default {d.dice_thr})")
     parser.add_argument("--save-root", help=f"default {d.save_root}")
     parser.add_argument("--name", help="run folder name under --save-root")
+    parser.add_argument("--log", choices=LOGS, help="also log the step and epoch metrics "
+                        "for TensorBoard, in RUN/tensorboard/ (needs segdino[tensorboard]; "
+                        "default: steps.csv and metrics.csv only)")
     add_progress(parser)
 
 
@@ -213,8 +217,8 @@ def resumed_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
                if k not in RESUME_MAY_CHANGE and v != recorded.get(k, defaults[k])]
     if changed:
         raise UserError(f"--resume {run_dir}: {', '.join(changed)} would change the run; "
-                        "only --epochs, --num-workers, --device and --dino-ckpt may (start a "
-                        "new run for the rest)")
+                        "only --epochs, --num-workers, --device, --dino-ckpt and --log may (start "
+                        "a new run for the rest)")
     return TrainConfig(**{**recorded, **given})
 
 

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from segdino.atomic import folder_problem, write_text
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
 from segdino.inference.predictor import Predictor, chunks
+from segdino.progress import progress_bar
 from segdino.visualize import colour_mask, figure, save_png
 
 MANIFEST = ".segdino-predict.json"  # in the output folder: the files predict wrote there
@@ -183,8 +183,8 @@ def predict_files(
     written = _read_manifest(out) | {n.as_posix() for each in names for n in each.values()}
     write_text(out / MANIFEST, json.dumps({"written_by": "segdino predict",
                                            "files": sorted(written)}, indent=1) + "\n")
-    with tqdm(total=len(paths), unit="image", desc="predicting",
-              disable=None if progress else True) as bar:
+    with progress_bar(total=len(paths), wanted=progress, unit="image",
+                      desc="predicting") as bar:
         for chunk in chunks(list(zip(paths, names, strict=True)), predictor.batch_size):
             images = [load_rgb(p) for p, _ in chunk]
             results = predictor(images, return_probabilities=True)

@@ -58,6 +58,7 @@ class TrainConfig:
     amp: str = "none"  # or "bf16"
     dice_thr: float = 0.5
     save_root: str = "runs"
+    log: str | None = None  # "tensorboard": scalars beside the CSVs (training/metric_log.py)
     name: str | None = None
 
     def __post_init__(self) -> None:

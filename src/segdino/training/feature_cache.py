@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from segdino.errors import UserError
 from segdino.models.segdino import SegDINO
+from segdino.progress import progress_bar
 from segdino.runtime import batches, quiet_worker
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -99,8 +99,8 @@ def build_cache(
         loader = DataLoader(augmented if view else plain, batch_size=batch_size,
                             num_workers=num_workers, worker_init_fn=quiet_worker,
                             generator=torch.Generator().manual_seed(seed + 7919 * view))
-        bar = tqdm(batches(loader), total=len(loader), leave=False, disable=not progress,
-                   desc=f"caching {name} view {view + 1}/{views}")
+        bar = progress_bar(batches(loader), progress, total=len(loader), leave=False,
+                           desc=f"caching {name} view {view + 1}/{views}")
         for images, batch_masks, index in bar:
             features[view, index] = model.features(images.to(device)).to(torch_dtype).cpu()
             masks[view, index] = batch_masks.to(torch.int16)

@@ -21,7 +21,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from segdino.atomic import check_writable_folder, write_text
 from segdino.backbone import load_backbone, resolve_arch
@@ -32,21 +31,21 @@ from segdino.data.holdout import holdout
 from segdino.errors import UserError
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
+from segdino.progress import format_interval, progress_bar
 from segdino.runtime import autocast, batches, keep_freed_memory, pick_device, quiet_worker
 from segdino.training.config import TrainConfig
 from segdino.training.curves import save_curves
 from segdino.training.distributed import Ranks, cache_name, init_distributed, reduce_means
 from segdino.training.feature_cache import build_cache
 from segdino.training.loss import compute_loss
+from segdino.training.metric_log import MetricLog, summary_writer_class
 from segdino.training.run_folder import (
-    append_steps,
     check_not_foreign,
     read_state,
     record_checkpoints,
     record_invocation,
     run_lock,
     save_state,
-    write_metrics,
 )
 from segdino.training.validation import batch_dice, validate
 from segdino.visualize import grid, save_png
@@ -125,6 +124,8 @@ def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True,
     run_dir = resume or Path(cfg.save_root) / name
     check_writable_folder(run_dir, "--resume" if resume else "--save-root")
     check_not_foreign(run_dir)
+    if cfg.log == "tensorboard":
+        summary_writer_class()  # a missing extra is refused before any work
     with contextlib.ExitStack() as lock:
         # An existing folder is locked at once, so that a second `train` into it is refused
         # before it loads anything; a new one once it is made, after every check.
@@ -213,6 +214,8 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         model.head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         history, best, start = json.loads(state["history"]), state["best"], state["epoch"] + 1
+    steps_per_epoch = math.ceil(len(sampler) / (cfg.batch_size // ranks.world))
+    log = MetricLog(run_dir, cfg.log if ranks.main else None, steps_per_epoch, start)
     if ranks.main:
         if state is not None:
             print(f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
@@ -235,10 +238,11 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
                                 epoch_seed(cfg.seed, epoch) + ranks.rank))
         model.train()
         started, seen, loss_sum, dice_sum, steps = time.time(), 0, 0.0, 0.0, []
-        bar = tqdm(batches(loader), total=len(loader), leave=False, disable=not progress,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = progress_bar(batches(loader), progress, total=len(loader), leave=False,
+                           desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for i, (inputs, masks, _) in enumerate(bar):
-            inputs, masks = inputs.to(device), masks.to(device)
+            inputs = inputs.to(device, non_blocking=True)  # from pinned memory on CUDA
+            masks = masks.to(device, non_blocking=True)
             with autocast(device, cfg.precision):
                 logits = step(inputs)
             loss = compute_loss(logits.float(), masks, cfg.loss)
@@ -257,7 +261,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
             steps_done, steps_left = steps_done + 1, len(loader) * (cfg.epochs - epoch) - i - 1
             per_step = (time.time() - run_started) / steps_done
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", dice=f"{dice_sum / seen:.4f}",
-                            run_eta=tqdm.format_interval(per_step * steps_left))
+                            run_eta=format_interval(per_step * steps_left))
 
         train_means = reduce_means({"train_loss": loss_sum / seen, "train_dice": dice_sum / seen},
                                    seen, ranks)
@@ -283,18 +287,12 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
             save_segdino(model, run_dir / "best.safetensors", cfg.dino_ckpt, extra)
         if tiles and improved:
             save_png(grid(tiles), run_dir / "val_overlays.png")
-        write_metrics(history, run_dir / "metrics.csv")
         save_curves(history, run_dir / "curves.png", title=run_dir.name)
         save_state(run_dir / "state.pt", model, optimizer, epoch, history, best)
-        append_steps(run_dir / "steps.csv", steps)
         record_checkpoints(run_dir)
-        scores = "".join(f"  {label} {val[key]:.4f}" for key, label in (
-            ("val_loss", "val loss"), ("val_dice", "val Dice"), ("val_iou", "val IoU"))
-            if key in val)
         eta = (time.time() - run_started) / (epoch + 1 - start) * (cfg.epochs - epoch - 1)
-        print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}{scores}  "
-              f"{row['seconds']:.1f}s" + ("  *best" if val and improved else "")
-              + (f"  eta {tqdm.format_interval(eta)}" if eta else ""), flush=True)
+        log.epoch(history, steps, cfg.epochs, bool(val) and improved, eta)
+    log.close()
     if ranks.world > 1:
         dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
     return run_dir

@@ -1,14 +1,12 @@
-"""A run folder: what a training run writes there besides its checkpoints (`metrics.csv`,
-`steps.csv`: each step's loss and learning rate, `state.pt` to resume from, `provenance.json`:
-what ran each invocation), the lock that keeps a second run out, and the checks before a
-run may use a folder."""
+"""A run folder: what a training run writes there besides its checkpoints and metric records
+(`training/metric_log.py`): `state.pt` to resume from, `provenance.json` (what ran each
+invocation); the lock that keeps a second run out, and the checks before a run may use a
+folder."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
-import io
 import json
 import os
 from collections.abc import Iterator
@@ -31,27 +29,6 @@ LOCK_FILE = "train.lock"
 RUN_MARKERS = ("config.json", "state.pt")  # a folder holding one is a run's
 PROVENANCE = "provenance.json"
 CHECKPOINTS = ("best.safetensors", "last.safetensors")
-
-
-def write_metrics(history: list[dict], path: Path) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(path, buffer.getvalue())
-
-
-def append_steps(path: Path, steps: list[dict]) -> None:
-    """Add an epoch's steps (epoch, step, loss, lr) to RUN/steps.csv. Rows of that epoch or
-    later already there are dropped first: an interrupted run that wrote them before its
-    state.pt reruns that epoch when resumed."""
-    if not steps:
-        return
-    kept = []
-    if path.is_file():
-        with path.open(newline="") as f:
-            kept = [row for row in csv.DictReader(f) if int(row["epoch"]) < steps[0]["epoch"]]
-    write_metrics(kept + steps, path)
 
 
 def save_state(path: Path, model: SegDINO, optimizer: torch.optim.Optimizer, epoch: int,

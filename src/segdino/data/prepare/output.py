@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from segdino.atomic import atomic_path, write_text
 from segdino.data.files import check_pair, raise_problems, read_mask
 from segdino.data.prepare.plan import Pair, Plan
 from segdino.data.prepare.source import Source
 from segdino.errors import UserError
+from segdino.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
 RECORD = "split.json"
@@ -249,7 +249,7 @@ def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(fn, item) for item in items]
         try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc=what, disable=None):
+            for future in progress_bar(as_completed(futures), total=len(futures), desc=what):
                 future.result()
         except BaseException:
             for future in futures:

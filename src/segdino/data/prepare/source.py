@@ -17,9 +17,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path, PureWindowsPath
 
-from tqdm import tqdm
-
 from segdino.errors import UserError, first_line
+from segdino.progress import progress_bar
 
 # Folders never searched: hidden ones (our scratch folder among them) and macOS zip debris.
 _SKIPPED_DIRS = ("__MACOSX",)
@@ -99,7 +98,7 @@ class Source:
         try:
             with zipfile.ZipFile(archive) as zf:
                 members = check_zip(archive, zf)
-                for member in tqdm(members, desc=f"extracting {archive.name}", disable=None):
+                for member in progress_bar(members, desc=f"extracting {archive.name}"):
                     zf.extract(member, partial)
             partial.rename(target)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
