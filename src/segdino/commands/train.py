@@ -32,8 +32,8 @@ from segdino.models.decoders import DECODERS
 from segdino.training.config import TrainConfig, with_recipe
 from segdino.training.feature_cache import CACHE_DTYPES
 from segdino.training.loop import train
-from segdino.training.metric_log import LOGS
 from segdino.training.loss import LOSSES
+from segdino.training.metric_log import LOGS
 
 PATCH = ViTConfig.patch_size  # every DINOv3 ViT's; input sizes are whole patches
 # What a resumed run may change: none changes what it computes (--dino-ckpt only to weights
@@ -49,7 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a run's config.json: its settings become the "
                         "defaults (flags given here still win)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run "
-                        "(only --epochs, --num-workers, --device, --dino-ckpt and --log may change)")
+                        "(only --epochs, --num-workers, --device, --dino-ckpt and --log may "
+                        "change)")
     parser.add_argument("--allow-other-backbone", action="store_true", help="with --resume: "
                         "continue on backbone weights other than the run's own")
     parser.add_argument("--data-dir", help="folder holding DATASET/{train,val,test}")
