@@ -26,11 +26,12 @@ def init_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Ranks(), device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":  # one GPU per process
+    if device.type == "cuda":  # one GPU per process, chosen before NCCL starts on it
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # NCCL reduces CUDA tensors only: the gradients; gloo the CPU ones (`reduce_means`)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return Ranks(dist.get_rank(), world), device
 
 
