@@ -287,11 +287,12 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
             save_segdino(model, run_dir / "best.safetensors", cfg.dino_ckpt, extra)
         if tiles and improved:
             save_png(grid(tiles), run_dir / "val_overlays.png")
+        log.epoch(history, steps)  # before state.pt: a rerun epoch replaces these records
         save_curves(history, run_dir / "curves.png", title=run_dir.name)
         save_state(run_dir / "state.pt", model, optimizer, epoch, history, best)
         record_checkpoints(run_dir)
         eta = (time.time() - run_started) / (epoch + 1 - start) * (cfg.epochs - epoch - 1)
-        log.epoch(history, steps, cfg.epochs, bool(val) and improved, eta)
+        log.report(row, cfg.epochs, bool(val) and improved, eta)
     log.close()
     if ranks.world > 1:
         dist.barrier()  # rank 0's last checkpoint is written before anyone leaves

@@ -61,8 +61,8 @@ def summary_writer_class() -> type:
 
 class MetricLog:
     """The records of one invocation of a run (rank 0's; the others' `log` is None and they
-    call only `close()`): `epoch()` after each epoch, `close()` at the end. `epochs_done`
-    is how many epochs the run had finished before this invocation."""
+    call only `close()`): `epoch()` and `report()` after each epoch, `close()` at the end.
+    `epochs_done` is how many epochs the run had finished before this invocation."""
 
     def __init__(self, run_dir: Path, log: str | None, steps_per_epoch: int,
                  epochs_done: int = 0) -> None:
@@ -73,15 +73,17 @@ class MetricLog:
             self.writer = summary_writer_class()(str(run_dir / TENSORBOARD_DIR),
                                                  purge_step=first if epochs_done else None)
 
-    def epoch(self, history: list[dict], steps: list[dict], epochs: int, best: bool,
-              eta: float) -> None:
-        """Record the epoch whose row ends `history`, and its `steps`; print its line (`best`:
-        its validation Dice is the best so far; `eta`: the run's seconds left)."""
+    def epoch(self, history: list[dict], steps: list[dict]) -> None:
+        """Record the epoch whose row ends `history`, and its `steps`."""
         write_metrics(history, self.run_dir / "metrics.csv")
         append_steps(self.run_dir / "steps.csv", steps)
-        row = history[-1]
         if self.writer is not None:
-            self.tensorboard(row, steps)
+            self.tensorboard(history[-1], steps)
+
+    @staticmethod
+    def report(row: dict, epochs: int, best: bool, eta: float) -> None:
+        """Print an epoch's line, once everything of it is saved (`best`: its validation
+        Dice is the best so far; `eta`: the run's seconds left)."""
         scores = "".join(f"  {label} {row[key]:.4f}" for key, label in (
             ("val_loss", "val loss"), ("val_dice", "val Dice"), ("val_iou", "val IoU"))
             if key in row)
