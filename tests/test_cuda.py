@@ -110,10 +110,10 @@ def data(tmp_path_factory):
 def test_training_from_pinned_memory_matches_the_cpu(data, tmp_path, cached) -> None:
     # two loader workers: batches come through pinned memory (pin_memory on CUDA) and are
     # copied without blocking; the CPU run is the truth
-    on_cpu = train(config(data, tmp_path / "cpu", num_workers=2, cache_features=cached),
-                   progress=False)
-    on_cuda = train(config(data, tmp_path / "cuda", num_workers=2, cache_features=cached,
-                           device="cuda"), progress=False)
+    # (a float32 cache: float16 would round CPU's and CUDA's features apart)
+    settings = dict(num_workers=2, cache_features=cached, cache_dtype="float32")
+    on_cpu = train(config(data, tmp_path / "cpu", **settings), progress=False)
+    on_cuda = train(config(data, tmp_path / "cuda", device="cuda", **settings), progress=False)
     # every step's loss: a batch read wrong (an unfinished copy, another order) shows here
     assert [float(r["loss"]) for r in csv_rows(on_cuda / "steps.csv")] == pytest.approx(
         [float(r["loss"]) for r in csv_rows(on_cpu / "steps.csv")], abs=1e-5)
