@@ -21,6 +21,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from segdino.atomic import write_text
 from segdino.checkpoints.format import metadata, read_metadata
 from segdino.errors import UserError
+from segdino.models.decoders import ENSEMBLE
 from segdino.training.config import RECIPES, TrainConfig
 
 if TYPE_CHECKING:
@@ -64,7 +65,11 @@ def train_command(config: dict) -> str:
 
 
 def _decoder_name(meta: dict) -> str:
-    """The decoder as `segdino train --decoder` names it, with its options."""
+    """The decoder as `segdino train --decoder` names it, with its options; an ensemble's
+    members as such."""
+    if meta["decoder"] == ENSEMBLE:
+        members = meta["decoder_options"]["members"]
+        return f"an ensemble of {len(members)}: " + "; ".join(_decoder_name(m) for m in members)
     options = ", ".join(f"{k} {v}" for k, v in meta["decoder_options"].items())
     return f"SegDINO {meta['decoder']}" + (f": {options}" if options else "")
 
