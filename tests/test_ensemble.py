@@ -12,9 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import FIXTURES
+from conftest import FIXTURES, random_member
 
-from segdino.backbone import load_backbone
 from segdino.checkpoints.ensemble import combine
 from segdino.checkpoints.format import save_segdino
 from segdino.checkpoints.load import load_segdino
@@ -23,20 +22,6 @@ from segdino.inference.predictor import Predictor
 from segdino.models.segdino import SegDINO
 
 X = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(5))  # not 16-multiples
-
-
-def random_member(weights: Path, path: Path, seed: int, classes: int = 1, decoder: str = "v1",
-                  like: Path | None = None, **options: object) -> Path:
-    """A checkpoint with a randomly initialised decoder (distinct per seed) on `weights`, with
-    the preprocessing of checkpoint `like` when given."""
-    torch.manual_seed(seed)
-    model = SegDINO(load_backbone(weights), classes, None, decoder, **options)
-    if like is not None:
-        model.preprocessing = load_segdino(like).preprocessing
-    for p in model.head.parameters():  # larger than the init, so members disagree visibly
-        p.data.mul_(4)
-    save_segdino(model, path)
-    return path
 
 
 def probabilities(model: SegDINO, x: torch.Tensor = X) -> torch.Tensor:
