@@ -82,6 +82,7 @@ def test_two_fold_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
         values = [r[m] for r in summary["folds"]]
         assert summary["mean"][m] == pytest.approx(sum(values) / 2)
         assert summary["sd"][m] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    assert set(summary["uncertainty"]) == {"score", "spearman", "auroc_dice_below_median"}
     calibration = summary["calibration"]
     assert calibration["ece_after"] <= calibration["ece_before"] + 1e-9
     ensemble = load_segdino(run / "ensemble.safetensors")

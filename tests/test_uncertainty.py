@@ -15,7 +15,7 @@ from scipy.stats import entropy
 
 from segdino.commands import main
 from segdino.inference.predictor import Predictor
-from segdino.inference.uncertainty import disagreement_map, entropy_map
+from segdino.inference.uncertainty import disagreement_map, entropy_map, finds_bad_cases
 
 
 def test_entropy_matches_scipy() -> None:
@@ -76,3 +76,21 @@ def test_predict_uncertainty_on_an_ensemble(tmp_path: Path, tiny_run: dict[str, 
     assert main(["predict", str(paths[0]), str(images), "--out", str(tmp_path / "mine"),
                  "--uncertainty"]) == 2
     assert (tmp_path / "mine" / "review.csv").read_text() == "mine"
+
+
+def test_finding_bad_cases_against_counting() -> None:
+    rng = np.random.default_rng(1)
+    dice = rng.random(40)
+    scores = -dice + 0.5 * rng.random(40)
+    scores[:4] = scores[4]  # ties
+    found = finds_bad_cases(scores, dice)
+    bad = dice < np.median(dice)
+    pairs = [(b, g) for b in scores[bad] for g in scores[~bad]]
+    auroc = sum(1.0 if b > g else 0.5 if b == g else 0.0 for b, g in pairs) / len(pairs)
+    assert found["auroc_dice_below_median"] == pytest.approx(auroc)
+
+    def ranks(x: np.ndarray) -> np.ndarray:  # average ranks of ties
+        return np.array([(x < v).sum() + ((x == v).sum() + 1) / 2 for v in x])
+
+    assert found["spearman"] == pytest.approx(np.corrcoef(ranks(scores), ranks(dice))[0, 1])
+    assert found["spearman"] < -0.5

@@ -14,11 +14,13 @@ test` scores (`RUN/fold<k>/heldout/`), and `RUN/cv_summary.json` gathers Dice, I
 per fold with their mean and sample SD over the folds. A temperature is fitted on the
 out-of-fold logits at the input size (every 4th pixel of every 4th row, enough for one
 number) and written into `RUN/ensemble.safetensors`, the K fold models combined; the
-summary gives the pixel-level ECE before and after.
+summary gives the pixel-level ECE before and after, and how well each image's uncertainty
+(its mean entropy, out of fold) finds the images of low Dice (Spearman correlation, AUROC).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from dataclasses import asdict, replace
@@ -37,6 +39,7 @@ from segdino.checkpoints.load import load_segdino
 from segdino.errors import UserError
 from segdino.evaluation import evaluate
 from segdino.inference.predictor import Predictor
+from segdino.inference.uncertainty import entropy_map, finds_bad_cases
 from segdino.models.segdino import SegDINO
 from segdino.runtime import keep_freed_memory, pick_device
 from segdino.training.config import TrainConfig
@@ -111,7 +114,7 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
               progress: bool, rule: str) -> None:
     """Each fold scored on its `held_out` pairs, the temperature fitted out of fold, the
     ensemble written, and `cv_summary.json`."""
-    rows, logits, targets = [], [], []
+    rows, logits, targets, unsure, dice = [], [], [], [], []
     checkpoints = [run_dir / f"fold{k + 1}" / "best.safetensors" for k in range(cfg.folds)]
     for k, checkpoint in enumerate(checkpoints):
         model = load_segdino(checkpoint, base.backbone).to(device).eval()
@@ -119,6 +122,7 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
         summary = evaluate(Predictor(model, device, cfg.batch_size, "fp32"), held,
                            checkpoint.parent / "heldout", worst=4,
                            num_workers=cfg.num_workers, progress=progress)
+        dice += image_dice(checkpoint.parent / "heldout" / "metrics.csv", len(held))
         rows.append({"fold": k + 1, "images": len(held),
                      **{m: summary[m] for m in SCORED}})
         loader = DataLoader(CacheSubset(cache, [index[p[0]] for p in held], plain=True),
@@ -126,6 +130,8 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
         with torch.no_grad():
             for features, masks, _ in loader:
                 out = model.decode(features.to(device), (cfg.input_h, cfg.input_w)).float()
+                probs = torch.sigmoid(out[:, 0]) if out.shape[1] == 1 else out.softmax(1)
+                unsure += [float(entropy_map(p.cpu().numpy()).mean()) for p in probs]
                 logits.append(out[..., ::PIXEL_STRIDE, ::PIXEL_STRIDE].cpu())
                 targets.append(masks[..., ::PIXEL_STRIDE, ::PIXEL_STRIDE])
     logits_all, targets_all = torch.cat(logits), torch.cat(targets)
@@ -141,6 +147,8 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
             "temperature": temperature, "pixels": targets_all.numel(),
             "ece_before": expected_calibration_error(logits_all, targets_all),
             "ece_after": expected_calibration_error(logits_all, targets_all, temperature)},
+        "uncertainty": {"score": "mean normalised entropy per image, input size",
+                        **finds_bad_cases(unsure, dice)},
         "ensemble": ENSEMBLE,
     }
     # HD95 is nan where every held-out image of a fold has empty masks: null in JSON
@@ -149,3 +157,11 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
     print("out of fold: " + ", ".join(f"{m} {mean[m]:.4f} +- {sd[m]:.4f}" for m in SCORED)
           + f"; temperature {temperature:.3f} (pixel ECE {cal['ece_before']:.4f} -> "
           f"{cal['ece_after']:.4f}); {run_dir / ENSEMBLE}", flush=True)
+
+
+def image_dice(report: Path, n: int) -> list[float]:
+    """The per-image Dice of a held-out report's metrics.csv (its first `n` rows; for K
+    classes the mean over the classes)."""
+    with report.open(newline="") as f:
+        rows = list(csv.DictReader(f))[:n]
+    return [float(r.get("dice", r.get("dice_mean"))) for r in rows]

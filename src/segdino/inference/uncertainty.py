@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import mannwhitneyu, spearmanr
 
 from segdino.atomic import write_text
 
@@ -50,3 +51,16 @@ def write_review(rows: list[dict], path: Path) -> None:
     for row in rows:
         writer.writerow({k: v if k == "image" else f"{v:.6f}" for k, v in row.items()})
     write_text(path, buffer.getvalue())
+
+
+def finds_bad_cases(scores: Sequence[float], dice: Sequence[float]) -> dict[str, float]:
+    """How well per-image uncertainty `scores` find the images of low `dice`: Spearman's
+    rank correlation (negative when the unsure images are the bad ones) and the AUROC of the
+    score for "Dice below the median" (0.5: no better than chance; ties count a half)."""
+    scores, dice = np.asarray(scores, float), np.asarray(dice, float)
+    bad = dice < np.median(dice)
+    if bad.all() or not bad.any():
+        return {"spearman": math.nan, "auroc_dice_below_median": math.nan}
+    u = mannwhitneyu(scores[bad], scores[~bad]).statistic
+    return {"spearman": float(spearmanr(scores, dice).statistic),
+            "auroc_dice_below_median": float(u / (bad.sum() * (~bad).sum()))}
