@@ -17,6 +17,7 @@ from segdino.backbone.formats import read_tensors
 from segdino.checkpoints.load import load_segdino
 from segdino.commands import main
 from segdino.data.synthetic import make_synthetic_dataset
+from segdino.models.segdino import SegDINO
 from segdino.training.folds import assign_folds, fold_pairs
 
 
@@ -95,6 +96,15 @@ def test_two_fold_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
                    for k in (1, 2)]
         torch.testing.assert_close(torch.sigmoid(ensemble(x)), (members[0] + members[1]) / 2,
                                    rtol=0, atol=1e-6)
+
+    # published as any run: the ensemble, its card from the summary
+    assert main(["publish", str(run), str(tmp_path / "model")]) == 0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "cross-validation" in card and "--folds 2" in card
+    assert f"{calibration['temperature']:.3f}" in card
+    published = SegDINO.from_pretrained(tmp_path / "model", backbone=tmp_path / "tiny_mlp.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(published(x), ensemble(x), rtol=0, atol=0)
 
     # resume: fold 1 finished (left alone), fold 2 gone (retrained to the same weights)
     fold1 = {p.name: p.stat().st_mtime_ns for p in (run / "fold1").iterdir() if p.is_file()}

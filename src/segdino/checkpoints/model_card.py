@@ -128,6 +128,8 @@ def _backbone_section(meta: dict) -> list[str]:
 def _training_section(run_dir: Path) -> tuple[list[str], str]:
     """The card's training and validation sections, and the dataset's name."""
     config = _read_json(run_dir / "config.json", "run config")
+    if config.get("folds"):
+        return _cross_validation_section(run_dir, config), str(config.get("dataset"))
     rows = _read_metrics(run_dir / "metrics.csv")
     best_meta = read_metadata(run_dir / "best.safetensors") or {}
     best = next((r for r in rows if str(r.get("epoch")) == str(best_meta.get("epoch"))), None)
@@ -162,6 +164,21 @@ def _training_section(run_dir: Path) -> tuple[list[str], str]:
                   "", *_table(scores)]
     lines += ["### Reproduce", "", "```bash", train_command(config), "```", ""]
     return lines, dataset
+
+
+def _cross_validation_section(run_dir: Path, config: dict) -> list[str]:
+    """A cross-validation run's card section (`segdino train --folds`: its cv_summary.json)."""
+    summary = _read_json(run_dir / "cv_summary.json", "cross-validation summary")
+    cal = summary["calibration"]
+    scores = {m: f"{_number(summary['mean'][m])} +- {_number(summary['sd'][m])}"
+              for m in summary["mean"]}
+    return ["## Training: cross-validation", "",
+            f"{summary['k']} folds of `{config.get('dataset')}`'s train/ and val/ images "
+            f"({summary['rule']}); one decoder per fold, the {summary['k']} averaged as an "
+            f"ensemble, calibrated with temperature {cal['temperature']:.3f} (pixel ECE "
+            f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after, out of fold).", "",
+            "### Out of fold (mean +- sd over the folds)", "", *_table(scores),
+            "### Reproduce", "", "```bash", train_command(config), "```", ""]
 
 
 def _test_section(summary_path: Path) -> list[str]:
