@@ -64,6 +64,9 @@ def test_two_fold_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
     make_synthetic_dataset(tmp_path / "data" / "synth", n_train=8, n_val=4, n_test=2,
                            size=(40, 48), seed=1)
     shutil.copy(FIXTURES / "dinov3" / "tiny_mlp.pth", tmp_path / "tiny_mlp.pth")
+    assert cv(tmp_path, "--folds", "13", "--name", "cv") == 2  # 12 images
+    assert "--folds 13: more folds than the 12 images" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "cv").exists()
     assert cv(tmp_path, "--folds", "2", "--name", "cv") == 0
     out = capsys.readouterr().out
     assert out.count("caching cv features: 1 view(s) of 12 images") == 1  # once, all folds

@@ -74,6 +74,9 @@ def cross_validate(cfg: TrainConfig, resume: Path | None = None, progress: bool 
     train_pairs, val_pairs, held_out = split_pairs(replace(cfg, val_fraction=0.0))
     pairs = train_pairs + ([] if held_out else val_pairs)
     root = Path(cfg.data_dir) / cfg.dataset
+    if cfg.folds > len(pairs):
+        raise UserError(f"--folds {cfg.folds}: more folds than the {len(pairs)} images in "
+                        f"{root}'s train/ and val/")
     recorded = read_metadata(run_dir / "fold1" / "last.safetensors") if resume else None
     if recorded is not None:  # the cache must hold the features the folds trained on
         verify_backbone(recorded["backbone"]["sha256"], cfg.dino_ckpt, False, run_dir)
