@@ -45,3 +45,24 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
     run = train(cfg, progress=False)
     return {"data": root / "data", "weights": weights, "run": run,
             "ckpt": run / "best.safetensors"}
+
+
+def random_member(weights: Path, path: Path, seed: int, classes: int = 1, decoder: str = "v1",
+                  like: Path | None = None, **options: object) -> Path:
+    """A checkpoint with a randomly initialised decoder (distinct per seed) on `weights`, with
+    the preprocessing of checkpoint `like` when given."""
+    import torch
+
+    from segdino.backbone import load_backbone
+    from segdino.checkpoints.format import save_segdino
+    from segdino.checkpoints.load import load_segdino
+    from segdino.models.segdino import SegDINO
+
+    torch.manual_seed(seed)
+    model = SegDINO(load_backbone(weights), classes, None, decoder, **options)
+    if like is not None:
+        model.preprocessing = load_segdino(like).preprocessing
+    for p in model.head.parameters():  # larger than the init, so members disagree visibly
+        p.data.mul_(4)
+    save_segdino(model, path)
+    return path

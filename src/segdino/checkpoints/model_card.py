@@ -21,6 +21,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from segdino.atomic import write_text
 from segdino.checkpoints.format import metadata, read_metadata
 from segdino.errors import UserError
+from segdino.models.decoders import ENSEMBLE
 from segdino.training.config import RECIPES, TrainConfig
 
 if TYPE_CHECKING:
@@ -64,7 +65,11 @@ def train_command(config: dict) -> str:
 
 
 def _decoder_name(meta: dict) -> str:
-    """The decoder as `segdino train --decoder` names it, with its options."""
+    """The decoder as `segdino train --decoder` names it, with its options; an ensemble's
+    members as such."""
+    if meta["decoder"] == ENSEMBLE:
+        members = meta["decoder_options"]["members"]
+        return f"an ensemble of {len(members)}: " + "; ".join(_decoder_name(m) for m in members)
     options = ", ".join(f"{k} {v}" for k, v in meta["decoder_options"].items())
     return f"SegDINO {meta['decoder']}" + (f": {options}" if options else "")
 
@@ -123,6 +128,8 @@ def _backbone_section(meta: dict) -> list[str]:
 def _training_section(run_dir: Path) -> tuple[list[str], str]:
     """The card's training and validation sections, and the dataset's name."""
     config = _read_json(run_dir / "config.json", "run config")
+    if config.get("folds"):
+        return _cross_validation_section(run_dir, config), str(config.get("dataset"))
     rows = _read_metrics(run_dir / "metrics.csv")
     best_meta = read_metadata(run_dir / "best.safetensors") or {}
     best = next((r for r in rows if str(r.get("epoch")) == str(best_meta.get("epoch"))), None)
@@ -157,6 +164,21 @@ def _training_section(run_dir: Path) -> tuple[list[str], str]:
                   "", *_table(scores)]
     lines += ["### Reproduce", "", "```bash", train_command(config), "```", ""]
     return lines, dataset
+
+
+def _cross_validation_section(run_dir: Path, config: dict) -> list[str]:
+    """A cross-validation run's card section (`segdino train --folds`: its cv_summary.json)."""
+    summary = _read_json(run_dir / "cv_summary.json", "cross-validation summary")
+    cal = summary["calibration"]
+    scores = {m: f"{_number(summary['mean'][m])} +- {_number(summary['sd'][m])}"
+              for m in summary["mean"]}
+    return ["## Training: cross-validation", "",
+            f"{summary['k']} folds of `{config.get('dataset')}`'s train/ and val/ images "
+            f"({summary['rule']}); one decoder per fold, the {summary['k']} averaged as an "
+            f"ensemble, calibrated with temperature {cal['temperature']:.3f} (pixel ECE "
+            f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after, out of fold).", "",
+            "### Out of fold (mean +- sd over the folds)", "", *_table(scores),
+            "### Reproduce", "", "```bash", train_command(config), "```", ""]
 
 
 def _test_section(summary_path: Path) -> list[str]:

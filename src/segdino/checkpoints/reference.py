@@ -15,6 +15,7 @@ import torch
 
 from segdino.atomic import atomic_path
 from segdino.backbone.formats import StateDict
+from segdino.errors import UserError
 
 if TYPE_CHECKING:
     from segdino.models.segdino import SegDINO
@@ -70,6 +71,9 @@ def reference_decoder(prefix: str, head: Mapping[str, torch.Tensor]) -> tuple[st
 def save_reference(model: SegDINO, path: str | Path) -> None:
     """Write `model` in its authors' layout: a bare state dict, `backbone.*` and the
     decoder's `head.*` (v1, v1-proj) or `decoder.*` (v2) keys."""
+    if model.is_ensemble:
+        raise UserError("an ensemble has no reference layout (the authors' files hold one "
+                        "decoder): save it with save_segdino")
     prefix = model.head.reference_prefix
     sd = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
     sd.update({f"{prefix}.{k}": v for k, v in head_to_reference(model.head.state_dict()).items()})

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("segdino.commands.prepare", "turn a dataset download into train/val/test folders"),
     "export": ("segdino.commands.export", "a trained model as one ONNX file, for ONNX Runtime"),
     "bench": ("segdino.commands.bench", "inference and training speed, engine by engine"),
+    "ensemble": ("segdino.commands.ensemble", "combine compatible checkpoints into one model: "
+                 "the backbone once, every decoder, probabilities averaged"),
     "publish": ("segdino.commands.publish", "a run as a Hugging Face model folder with its model "
                 "card; --push uploads it"),
 }

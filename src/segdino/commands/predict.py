@@ -9,6 +9,7 @@ from pathlib import Path
 
 from segdino.argtypes import int_at_least
 from segdino.atomic import check_writable_folder
+from segdino.checkpoints.format import read_metadata
 from segdino.commands.flags import (
     add_allow_other_backbone,
     add_backbone,
@@ -24,9 +25,11 @@ from segdino.inference.predict_files import (
     output_problems,
     output_stems,
     predict_files,
+    uncertainty_maps,
     why_unreadable,
 )
 from segdino.inference.predictor import Predictor
+from segdino.models.decoders import ENSEMBLE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +52,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/<stem>_overlay.png, the mask drawn on the image")
     parser.add_argument("--color", action="store_true",
                         help="also write DIR/<stem>_color.png, the mask in a colour per class")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write DIR/<stem>_uncertainty.png (the entropy of the "
+                        "probability, 0-255 for 0-1), for an ensemble DIR/<stem>_disagreement"
+                        ".png (its members' mutual information), and DIR/review.csv: the "
+                        "images' mean scores, most uncertain first")
     parser.add_argument("--recursive", action="store_true",
                         help="also take the images in INPUT folders' sub-folders, their outputs "
                         "in the same sub-folders of DIR")
@@ -81,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
         if not found:  # nothing left to skip to
             problems += unreadable.values()
     paths = list(found)
+    ckpt = Path(args.checkpoint)
+    ensemble = ckpt.is_file() and (read_metadata(ckpt) or {}).get("decoder") == ENSEMBLE
     problems += output_problems(paths, output_stems(paths, list(found.values())), out,
-                                 args.probabilities, args.overlay, args.color, args.overwrite)
+                                 args.probabilities, args.overlay, args.color, args.overwrite,
+                                 uncertainty_maps(ensemble) if args.uncertainty else ())
     raise_problems("INPUT", problems)
 
     predictor = Predictor.from_checkpoint(
@@ -99,6 +110,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"segdino predict: warning: {why} (skipped)", file=sys.stderr)
     predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color,
                   progress=progress_bars(args), overwrite=args.overwrite,
-                  subfolders=list(found.values()))
+                  subfolders=list(found.values()), uncertainty=args.uncertainty)
     print(f"{len(paths)} mask(s) written to {out}")
     return 0

@@ -13,13 +13,15 @@ from segdino.checkpoints.format import read_metadata
 from segdino.checkpoints.load import load_segdino
 from segdino.checkpoints.pretrained import WEIGHTS
 from segdino.commands.flags import add_allow_other_backbone, add_backbone
+from segdino.cross_validation import ENSEMBLE
 from segdino.errors import UserError, first_line
 
 # ---- segdino publish ------------------------------------------------------------------------
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", nargs="?", help="a run folder of `segdino train` (its "
-                        "best.safetensors is published)")
+                        "best.safetensors is published; a cross-validation's "
+                        "ensemble.safetensors)")
     parser.add_argument("out_dir", nargs="?", help="the model folder to write (new or empty): "
                         "model.safetensors, config.json, README.md")
     parser.add_argument("--test-summary", metavar="SUMMARY_JSON", help="the summary.json of "
@@ -44,6 +46,13 @@ def _upload(folder: Path, repo_id: str, private: bool) -> str:
                                  commit_message="segdino publish"))
 
 
+def _run_model(run_dir: Path) -> Path | None:
+    """The model a run folder publishes: its best.safetensors, or a cross-validation's
+    ensemble of its folds."""
+    return next((run_dir / name for name in ("best.safetensors", ENSEMBLE)
+                 if (run_dir / name).is_file()), None)
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """One line for flags that do not go together or name the wrong thing, before any
     work."""
@@ -63,9 +72,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if not args.out_dir:
         raise UserError("RUN_DIR OUT_DIR: both needed (or --push-only MODEL_DIR --push "
                         "REPO_ID)")
-    if not (Path(args.run_dir) / "best.safetensors").is_file():
-        raise UserError(f"{args.run_dir}: no best.safetensors there (expected a run folder "
-                        "of `segdino train`)")
+    if _run_model(Path(args.run_dir)) is None:
+        raise UserError(f"{args.run_dir}: no best.safetensors (or a cross-validation's "
+                        f"{ENSEMBLE}) there (expected a run folder of `segdino train`)")
     out = Path(args.out_dir)
     check_writable_folder(out, "OUT_DIR")
     if out.is_dir() and any(out.iterdir()):
@@ -81,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.push_only or args.out_dir)
     if not args.push_only:
         run_dir = Path(args.run_dir)
-        model = load_segdino(run_dir / "best.safetensors", backbone=args.dino_ckpt,
+        model = load_segdino(_run_model(run_dir), backbone=args.dino_ckpt,
                              allow_other_backbone=args.allow_other_backbone)
         card = {"run_dir": run_dir, "test_summary": args.test_summary, "repo_id": args.push}
         model.save_pretrained(folder, model_card_kwargs=card)

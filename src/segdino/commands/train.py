@@ -25,6 +25,7 @@ from segdino.commands.flags import (
     default_workers,
     progress_bars,
 )
+from segdino.cross_validation import ENSEMBLE, cross_validate
 from segdino.data.transforms import RESIZE
 from segdino.errors import UserError, first_line
 from segdino.hub import parse_repo_id
@@ -97,6 +98,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"held out of train/ for validation when there is no val/ "
                         f"(default {d.val_fraction}; 0: train on all of train/ and keep the "
                         "last epoch's model, the reference's protocol)")
+    parser.add_argument("--folds", type=argtypes.int_at_least(2), nargs="?", const=5,
+                        metavar="K", help="K-fold cross-validation over train/ and val/ "
+                        "(K 5 when the flag is given alone): RUN/fold<k>/ run folders, "
+                        "RUN/cv_summary.json, RUN/ensemble.safetensors (calibrated); the "
+                        "backbone runs once per image for all folds (features cached)")
     parser.add_argument("--num-classes", type=argtypes.int_at_least(1), help="1 (default): "
                         "binary masks; K >= 2: masks of class indices 0..K-1, 0 the background")
     parser.add_argument("--class-map", metavar="VALUE:CLASS,...", help="mask pixel values to "
@@ -236,6 +242,13 @@ def run(args: argparse.Namespace) -> int:
     resume = Path(args.resume) if args.resume else None
     cfg = config_from_args(args) if resume is None else resumed_config(args, resume)
     check_config(cfg)
+    if cfg.folds:
+        if args.allow_other_backbone:
+            raise UserError("--allow-other-backbone: not with --folds (a resumed "
+                            "cross-validation keeps its backbone)")
+        run_dir = cross_validate(cfg, resume=resume, progress=progress_bars(args))
+        print(f"run folder: {run_dir}  (ensemble: {run_dir / ENSEMBLE})")
+        return 0
     run_dir = train(cfg, resume=resume, progress=progress_bars(args),
                     allow_other_backbone=args.allow_other_backbone)
     print(f"run folder: {run_dir}  (best: {run_dir / 'best.safetensors'})")

@@ -55,7 +55,9 @@ def onnx_metadata(model: SegDINO, opset: int) -> dict:
         "output": {"name": OUTPUT, "shape": ["batch", model.num_classes, "height", "width"],
                    "dtype": "float32",
                    "meaning": "one class: foreground where sigmoid(logit) > threshold; "
-                              "K classes: the class of the largest logit"},
+                              "K classes: the class of the largest logit (already divided "
+                              "by preprocessing.temperature; an ensemble's are those of its "
+                              "members' mean probability)"},
         "input_multiple": model.backbone.patch_size,
         "num_classes": model.num_classes,
         "layers": list(model.layers),

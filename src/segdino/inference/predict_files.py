@@ -19,6 +19,7 @@ from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
 from segdino.inference.predictor import Predictor, chunks
+from segdino.inference.uncertainty import REVIEW, disagreement_map, entropy_map, write_review
 from segdino.progress import progress_bar
 from segdino.visualize import colour_mask, figure, save_png
 
@@ -80,15 +81,24 @@ def find_inputs(inputs: Sequence[str], recursive: bool = False, out: Path | None
     return dict(found.values()), problems
 
 
-def _output_names(stem: Path, probabilities: bool, with_overlay: bool, color: bool = False
-                  ) -> dict[str, Path]:
+def _output_names(stem: Path, probabilities: bool, with_overlay: bool, color: bool = False,
+                  uncertainty: tuple[str, ...] = ()) -> dict[str, Path]:
     """The files written for one image whose outputs are `stem` (relative to the output
     folder, no suffix): `mask` `<stem>.png`, and if asked for, `prob` `<stem>_prob.png`,
-    `overlay` `<stem>_overlay.png` and `color` `<stem>_color.png`."""
-    wanted = {"mask": True, "prob": probabilities, "overlay": with_overlay, "color": color}
-    suffixes = {"mask": "", "prob": "_prob", "overlay": "_overlay", "color": "_color"}
+    `overlay` `<stem>_overlay.png`, `color` `<stem>_color.png`, and the `uncertainty` maps
+    named (`uncertainty`, `disagreement`: `<stem>_<name>.png`)."""
+    wanted = {"mask": True, "prob": probabilities, "overlay": with_overlay, "color": color,
+              **dict.fromkeys(uncertainty, True)}
+    suffixes = {"mask": "", "prob": "_prob", "overlay": "_overlay", "color": "_color",
+                **{name: f"_{name}" for name in uncertainty}}
     return {kind: stem.with_name(f"{stem.name}{suffixes[kind]}.png")
             for kind, on in wanted.items() if on}
+
+
+def uncertainty_maps(is_ensemble: bool) -> tuple[str, ...]:
+    """The per-pixel maps `--uncertainty` writes: the entropy, and for an ensemble the
+    members' disagreement."""
+    return ("uncertainty", "disagreement") if is_ensemble else ("uncertainty",)
 
 
 def output_stems(paths: Sequence[Path], subfolders: Sequence[str | os.PathLike] | None
@@ -108,11 +118,11 @@ def _one_line(paths: list[Path], what: str, fix: str) -> list[str]:
 
 
 def output_problems(paths: list[Path], stems: list[Path], out: Path, probabilities: bool,
-                     with_overlay: bool, color: bool = False, overwrite: bool = False
-                     ) -> list[str]:
+                     with_overlay: bool, color: bool = False, overwrite: bool = False,
+                     uncertainty: tuple[str, ...] = ()) -> list[str]:
     """Problem lines for output folders that cannot be written, and for output files that
     two images would write, that are inputs, that are folders, or that exist and predict did
-    not write (unless `overwrite`)."""
+    not write (unless `overwrite`); with `uncertainty`, `review.csv` too."""
     inputs = {p.resolve() for p in paths}
     ours = _read_manifest(out)
     writers: dict[str, list[Path]] = defaultdict(list)  # output name, lower case -> images
@@ -124,8 +134,12 @@ def output_problems(paths: list[Path], stems: list[Path], out: Path, probabiliti
         if not any(b in folder.parents for b in blocked) and (why := folder_problem(folder)):
             blocked.append(folder)
             problems.append(f"{folder}: {why}")
+    review = out / REVIEW
+    if uncertainty and review.exists() and not overwrite and REVIEW not in ours:
+        are_users.append(review)
     for path, stem in zip(paths, stems, strict=True):
-        for name in _output_names(stem, probabilities, with_overlay, color).values():
+        for name in _output_names(stem, probabilities, with_overlay, color,
+                                  uncertainty).values():
             # Lower case: on macOS and Windows a.png and A.png are one file.
             writers[name.as_posix().lower()].append(path)
             shown.setdefault(name.as_posix().lower(), name)
@@ -162,12 +176,15 @@ def predict_files(
     color: bool = False,
     overwrite: bool = False,
     subfolders: Sequence[str | os.PathLike] | None = None,
+    uncertainty: bool = False,
 ) -> None:
     """Write `out/<stem>.png` (a 0/255 mask at the image's size; for K classes, its class
     indices 0..K-1) for each image file, and `<stem>_prob.png` (probabilities x 255; for K
     classes, the chosen class's), `<stem>_overlay.png` and `<stem>_color.png` (the mask in
     CLASS_COLOURS) if asked; batch by batch, so that only one batch of images is in memory.
     `subfolders` (one per image) puts an image's files in that sub-folder of `out`.
+    `uncertainty` adds `<stem>_uncertainty.png` (and for an ensemble `_disagreement.png`),
+    0-255 for 0-1 (`segdino.inference.uncertainty`), and `out/review.csv`.
 
     Nothing is written, and a UserError raised, when two images would write the same file,
     or an output would replace an input image, or a file that predict did not write before
@@ -176,11 +193,14 @@ def predict_files(
     out, paths = Path(out), [Path(p) for p in paths]
     stems = output_stems(paths, subfolders)
     classes, class_names = predictor.model.num_classes, predictor.model.preprocessing.class_names
+    maps = uncertainty_maps(predictor.model.is_ensemble) if uncertainty else ()
     raise_problems("INPUT", output_problems(paths, stems, out, probabilities, overlays, color,
-                                             overwrite))
-    names = [_output_names(stem, probabilities, overlays, color) for stem in stems]
+                                             overwrite, maps))
+    names = [_output_names(stem, probabilities, overlays, color, maps) for stem in stems]
     # Listed before they are written: an interrupted run's files are still predict's own.
     written = _read_manifest(out) | {n.as_posix() for each in names for n in each.values()}
+    written |= {REVIEW} if uncertainty else set()
+    review = []
     write_text(out / MANIFEST, json.dumps({"written_by": "segdino predict",
                                            "files": sorted(written)}, indent=1) + "\n")
     with progress_bar(total=len(paths), wanted=progress, unit="image",
@@ -188,8 +208,13 @@ def predict_files(
         for chunk in chunks(list(zip(paths, names, strict=True)), predictor.batch_size):
             images = [load_rgb(p) for p, _ in chunk]
             results = predictor(images, return_probabilities=True)
-            for (path, files), image, (mask, prob) in zip(chunk, images, results, strict=True):
+            members = (predictor.member_probabilities(images) if "disagreement" in maps
+                       else [None] * len(images))
+            for (path, files), image, (mask, prob), member in zip(
+                    chunk, images, results, members, strict=True):
                 save_png(mask, out / files["mask"])
+                if maps:
+                    review.append(_write_uncertainty(prob, member, files, out, str(path)))
                 if "prob" in files:
                     chosen = prob if classes == 1 else prob.max(0)
                     save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
@@ -200,6 +225,21 @@ def predict_files(
                 if "color" in files:
                     save_png(colour_mask(mask), out / files["color"])
                 bar.update()
+    if review:
+        write_review(review, out / REVIEW)
+
+
+def _write_uncertainty(prob: np.ndarray, members: list[np.ndarray] | None,
+                       files: dict[str, Path], out: Path, image: str) -> dict:
+    """An image's uncertainty maps as PNGs; its row of review.csv."""
+    row = {"image": image}
+    maps = {"uncertainty": entropy_map(prob)}
+    if members is not None:
+        maps["disagreement"] = disagreement_map(members)
+    for name, values in maps.items():
+        save_png(np.round(values * 255).astype(np.uint8), out / files[name])
+        row[name] = float(values.mean())
+    return row
 
 
 def why_unreadable(path: Path) -> str | None:

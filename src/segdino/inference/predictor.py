@@ -39,6 +39,11 @@ def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Sigmoid for one channel, softmax over K."""
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
+
+
 def to_size(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """A (C, h, w) probability map resized to `size` = (H, W): bilinear, as float32; H x W
     for one channel (binary), else C x H x W."""
@@ -103,8 +108,21 @@ class Predictor:
         """Probabilities, float32 on the CPU, for a preprocessed batch (B, 3, h, w): the
         foreground's (B, 1, h, w) for one class (sigmoid), else each class's (B, K, h, w)
         (softmax)."""
-        logits = self.engine(batch)
-        return (torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)).cpu()
+        return _probabilities(self.engine(batch)).cpu()
+
+    def member_probabilities(self, images: Sequence[Image.Image]) -> list[list[np.ndarray]]:
+        """Each ensemble member's probabilities (as `to_size` gives them) per RGB image, at
+        its size; run in eager PyTorch whatever the engine (the engines run the combined
+        model), so an ensemble's members cost a second pass."""
+        out = []
+        for chunk in chunks(images, self.batch_size):
+            batch = torch.stack([self.preprocess(image) for image in chunk]).to(self.device)
+            with torch.no_grad():
+                logits = self.model.member_logits(self.model.features(batch), batch.shape[-2:])
+            probs = [_probabilities(member).cpu() for member in logits]
+            out += [[to_size(p[i], (image.height, image.width)) for p in probs]
+                    for i, image in enumerate(chunk)]
+        return out
 
     def decide(self, prob: np.ndarray) -> np.ndarray:
         """The mask for `to_size`'s probabilities: bool H x W, foreground above the threshold

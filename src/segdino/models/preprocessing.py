@@ -13,9 +13,11 @@ class Preprocessing:
 
     The defaults are the reference's: 256 x 256 bicubic resize (`resize`; SegDINO v2
     trains with bilinear), ImageNet normalisation,
-    foreground where sigmoid > 0.5. A model of K >= 2 classes takes the most probable class
-    instead (the threshold is unused) and may record how its mask files map to classes
-    (`class_map`, `ignore_index`: see `segdino.data.masks`) and the classes' names.
+    foreground where sigmoid > 0.5. `temperature` divides the logits (temperature scaling,
+    fitted on held-out predictions; 1 means uncalibrated). A model of K >= 2 classes takes
+    the most probable class instead (the threshold is unused) and may record how its mask
+    files map to classes (`class_map`, `ignore_index`: see `segdino.data.masks`) and the
+    classes' names.
     """
 
     input_size: tuple[int, int] = (256, 256)  # (height, width)
@@ -26,6 +28,7 @@ class Preprocessing:
     ignore_index: int | None = None
     class_names: tuple[str, ...] | None = None  # K names, background first
     resize: str = "bicubic"  # a segdino.data.transforms.RESIZE name
+    temperature: float = 1.0  # logits are divided by it; fitted by segdino.calibration
 
     @classmethod
     def from_dict(cls, saved: dict) -> Preprocessing:
@@ -35,6 +38,9 @@ class Preprocessing:
         resize = saved.get("resize", "bicubic")
         if resize not in RESIZE:
             raise ValueError(f"resize {resize!r}, expected one of {', '.join(RESIZE)}")
+        temperature = saved.get("temperature", 1.0)
+        if not isinstance(temperature, int | float) or not 0 < temperature < float("inf"):
+            raise ValueError(f"temperature {temperature!r}, expected a positive number")
         return cls(tuple(saved["input_size"]), tuple(saved["mean"]), tuple(saved["std"]),
                    saved["threshold"], saved.get("class_map"), saved.get("ignore_index"),
-                   tuple(names) if names else None, resize)
+                   tuple(names) if names else None, resize, float(temperature))

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdino.backbone import DinoVisionTransformer, default_layers
-from segdino.models.decoders import DEFAULT, build_decoder, decoder_options
+from segdino.models.decoders import DEFAULT, ENSEMBLE, build_decoder, decoder_options
+from segdino.models.decoders.ensemble import mean_probability_logits
 from segdino.models.decoders.v1 import PROJECTION_CHANNELS
 from segdino.models.hub_mixin import SegDINOHubMixin
 from segdino.models.preprocessing import Preprocessing
@@ -29,7 +30,10 @@ class SegDINO(
 ):
     """`SegDINO(backbone, num_classes=1, layers=None, decoder="v1", **options)`: logits
     `(B, num_classes, H, W)`; `decoder` names one in `segdino.models.decoders.DECODERS`
-    and `options` override its defaults (v2: `channels`).
+    and `options` override its defaults (v2: `channels`). `decoder="ensemble"` with
+    `members=[{"decoder": ..., "decoder_options": ...}, ...]` holds K decoders on the one
+    backbone (`head` is then their `MemberHeads`) and returns the logits of the mean of their
+    probabilities.
 
     The backbone is frozen for real: no gradients, and it stays in eval mode when the model
     trains (so its train-mode RoPE jitter never runs). Any input size works: a size that is
@@ -76,14 +80,28 @@ class SegDINO(
             maps = self.backbone.get_intermediate_layers(x, n=self.layers, reshape=True)
             return torch.cat(maps, dim=1)
 
-    def decode(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Decoder logits for an input of `size` (H, W): upsampled to the padded grid, cropped."""
-        logits = self.head(features)
+    @property
+    def is_ensemble(self) -> bool:
+        return self.decoder == ENSEMBLE
+
+    def member_logits(self, features: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
+        """Each decoder's logits for an input of `size` (H, W) (one decoder, unless an
+        ensemble): upsampled to the padded grid, cropped, divided by the calibrated
+        temperature (`Preprocessing.temperature`, 1 until calibrated)."""
         patch = self.backbone.patch_size
         grid = (features.shape[-2] * patch, features.shape[-1] * patch)
-        logits = F.interpolate(logits, size=grid, mode="bilinear",
-                               align_corners=self.head.align_corners)
-        return logits[..., : size[0], : size[1]]
+        out = []
+        for head in self.head if self.is_ensemble else (self.head,):
+            logits = F.interpolate(head(features), size=grid, mode="bilinear",
+                                   align_corners=head.align_corners)
+            out.append(logits[..., : size[0], : size[1]] / self.preprocessing.temperature)
+        return out
+
+    def decode(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The model's logits for an input of `size` (H, W): its decoder's, or for an
+        ensemble the logits of the members' mean probability."""
+        logits = self.member_logits(features, size)
+        return mean_probability_logits(logits) if self.is_ensemble else logits[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.features(x), x.shape[-2:])

@@ -48,6 +48,7 @@ class TrainConfig:
     cache_views: int = 1  # cached views per image: 1 plain, the rest augmented
     cache_dtype: str = "float16"
     val_fraction: float = 0.1  # held out of train/ when there is no val/
+    folds: int | None = None  # K: cross-validation over train/ and val/ (segdino.cross_validation)
     num_classes: int = 1  # 1: binary; K >= 2: class-index masks, class 0 the background
     class_map: str | None = None  # "value:class,..." for K classes (segdino.data.masks)
     ignore_index: int | None = None  # a mask value that is no class: left out of loss, metrics

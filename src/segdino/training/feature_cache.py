@@ -105,3 +105,22 @@ def build_cache(
             features[view, index] = model.features(images.to(device)).to(torch_dtype).cpu()
             masks[view, index] = batch_masks.to(torch.int16)
     return FeatureCache(features, masks, mask.dtype, on_disk)
+
+
+class CacheSubset(Dataset):
+    """Some of a cache's images, numbered from 0 (cross-validation's folds share one cache);
+    `plain` reads view 0 always (held-out images are never augmented)."""
+
+    def __init__(self, cache: FeatureCache, indices: list[int], plain: bool = False) -> None:
+        self.cache, self.indices, self.plain = cache, indices, plain
+
+    def set_epoch(self, epoch: int) -> None:
+        self.cache.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        view, i = 0 if self.plain else self.cache.view, self.indices[j]
+        return (self.cache.features[view, i].float(),
+                self.cache.masks[view, i].to(self.cache.mask_dtype), j)

@@ -1,10 +1,9 @@
 """The training loop of `segdino train`: fit the decoder, the backbone frozen. Read top to bottom.
 
-One run folder holds everything a run makes: the resolved `config.json` (rerun it with
-`--config`), `metrics.csv`, `curves.png`, `val_overlays.png`, the `best.safetensors` (best
-validation Dice; never chosen on test) and `last.safetensors` checkpoints, and `state.pt`
-from which `--resume` continues. Every epoch reseeds the RNGs from (seed, epoch), so an
-interrupted run resumed from its last finished epoch ends with the weights it would have had.
+A run folder holds all a run makes: `config.json`, `metrics.csv`, `curves.png`,
+`val_overlays.png`, `best.safetensors` (best validation Dice; never chosen on test),
+`last.safetensors` and `state.pt` for `--resume`. Every epoch reseeds the RNGs from (seed,
+epoch): a run resumed from its last finished epoch ends with the weights it would have had.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from segdino.atomic import check_writable_folder, write_text
-from segdino.backbone import load_backbone, resolve_arch
+from segdino.backbone import DinoVisionTransformer, load_backbone, resolve_arch
 from segdino.checkpoints.build import verify_backbone
 from segdino.checkpoints.format import read_metadata, save_segdino
 from segdino.data.dataset import SegmentationDataset, find_pairs
@@ -66,9 +65,11 @@ def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
     return (*holdout(train_pairs, cfg.val_fraction, cfg.seed), True)
 
 
-def build_model(cfg: TrainConfig) -> SegDINO:
-    backbone = load_backbone(cfg.dino_ckpt, arch=resolve_arch(cfg.dino_size)
-                             if cfg.dino_size else None)
+def build_model(cfg: TrainConfig, backbone: DinoVisionTransformer | None = None) -> SegDINO:
+    """A fresh decoder for `cfg`, on `backbone` or on the one `cfg` names."""
+    if backbone is None:
+        backbone = load_backbone(cfg.dino_ckpt, arch=resolve_arch(cfg.dino_size)
+                                 if cfg.dino_size else None)
     model = SegDINO(backbone, cfg.num_classes, None, cfg.decoder, **cfg.decoder_options())
     model.preprocessing = Preprocessing(
         input_size=(cfg.input_h, cfg.input_w), threshold=cfg.dice_thr, class_map=cfg.class_map,
@@ -90,9 +91,7 @@ class TrainingStep(nn.Module):
         self.model, self.cached, self.size = model, cached, size
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.cached:
-            return self.model.decode(inputs, self.size)
-        return self.model(inputs)
+        return self.model.decode(inputs, self.size) if self.cached else self.model(inputs)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -167,9 +166,10 @@ def announce(cfg: TrainConfig, model: SegDINO, run_dir: Path, n_train: int, n_va
 
 
 def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, train_pairs: list,
-        val_pairs: list, held_out: bool, device: torch.device, ranks: Ranks, progress: bool
-        ) -> Path:
-    """The epochs of a run whose folder is checked and locked, from `state` if not None."""
+        val_pairs: list, held_out: bool, device: torch.device, ranks: Ranks, progress: bool,
+        caches: tuple | None = None) -> Path:
+    """The epochs of a run whose folder is checked and locked, from `state` if not None;
+    `caches` (train, val), when given, are the pairs' cached features (cross-validation's)."""
     if ranks.main:
         announce(cfg, model, run_dir, len(train_pairs), len(val_pairs), device, ranks)
         # Written on resume too: a longer --epochs, a moved --dino-ckpt are the run's now.
@@ -187,7 +187,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
     if cfg.cache_features:
         # Each rank caches its own fixed share and shuffles within it.
         shard = train_pairs[ranks.rank :: ranks.world]
-        source = build_cache(
+        source = caches[0] if caches else build_cache(
             model, dataset(cfg, shard), dataset(cfg, shard, True) if cfg.augment else None,
             cfg.cache_views, cfg.cache_dtype, run_dir, device, cfg.seed + ranks.rank,
             cfg.batch_size, cfg.num_workers, progress, cache_name("train", ranks), ranks.main)
@@ -203,9 +203,9 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
     val_set = dataset(cfg, val_share)
     val_source = val_set
     if cfg.cache_features:  # validation is never augmented: one view, no backbone afterwards
-        val_source = build_cache(model, val_set, None, 1, cfg.cache_dtype, run_dir, device,
-                                 cfg.seed, cfg.batch_size, cfg.num_workers, progress,
-                                 cache_name("val", ranks), ranks.main)
+        val_source = caches[1] if caches else build_cache(
+            model, val_set, None, 1, cfg.cache_dtype, run_dir, device, cfg.seed,
+            cfg.batch_size, cfg.num_workers, progress, cache_name("val", ranks), ranks.main)
     val_loader = DataLoader(val_source, batch_size=cfg.batch_size,
                             num_workers=0 if cfg.cache_features else cfg.num_workers,
                             pin_memory=pin, worker_init_fn=quiet_worker)
