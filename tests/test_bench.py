@@ -58,13 +58,58 @@ def test_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "torch-bf16" in printed and "uncached" in printed and "cached" in printed
 
 
-def test_bench_another_decoder(tmp_path: Path) -> None:
+def test_bench_another_decoder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", "--decoder", "v2", "--size", "32", "--batch-sizes", "1", "--engines",
                  "fp32", "--repeats", "1", "--warmup", "1", "--train-batch", "0", "--json",
                  str(out), "--quiet", "--device", "cpu"]) == 0
     report = json.loads(out.read_text())
-    assert report["decoder"] == "v2" and report["inference"][0]["images_per_second"] > 0
+    assert [r["decoder"] for r in report["inference"]] == ["v2"]
+    assert [r["decoder"] for r in report["decoders"]] == ["v2"]
+    assert "decoders (" not in capsys.readouterr().out  # nothing to compare
+
+
+# The paper's and the authors' counts for ViT-S with one class (docs: reference, 2b)
+PARAMETERS = {"v1": 2_213_793, "v1-proj": 2_475_937, "v2": 3_299_593}
+
+
+def test_bench_every_decoder_in_one_run(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--decoder", "all", "--size", "32", "--batch-sizes", "1", "2",
+                 "--engines", "fp32", "--repeats", "1", "--warmup", "1", "--train-batch", "1",
+                 "--json", str(out), "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["decoder"], r["batch"]) for r in report["inference"]] == [
+        (d, b) for d in PARAMETERS for b in (1, 2)]
+    assert [(t["decoder"], t["mode"]) for t in report["training"]] == [
+        (d, m) for d in PARAMETERS for m in ("uncached", "cached")]
+    compared = {r["decoder"]: r for r in report["decoders"]}
+    assert list(compared) == list(PARAMETERS)
+    speed = {r["decoder"]: r["images_per_second"] for r in report["inference"] if r["batch"] == 2}
+    cached = {t["decoder"]: t["images_per_second"] for t in report["training"]
+              if t["mode"] == "cached"}
+    for name, row in compared.items():
+        assert row["parameters"] == PARAMETERS[name]
+        assert row["batch"] == 2 and row["images_per_second"] == speed[name]  # the largest batch
+        assert row["inference_ratio"] == pytest.approx(speed[name] / speed["v1"], abs=0.01)
+        assert row["cached_step_images_per_second"] == cached[name]
+        assert row["cached_step_ratio"] == pytest.approx(cached[name] / cached["v1"], abs=0.01)
+    printed = capsys.readouterr().out
+    assert "decoders v1, v1-proj, v2" in printed
+    assert "3,299,593" in printed  # v2's row in the side-by-side table
+
+
+def test_bench_decoders_in_the_order_given(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--decoder", "v2", "v1", "v2", "--size", "32", "--batch-sizes", "1",
+                 "--engines", "fp32", "--repeats", "1", "--warmup", "1", "--train-batch", "0",
+                 "--json", str(out), "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    # named twice, timed once; ratios to the first named; no training: no step figures
+    assert [r["decoder"] for r in report["decoders"]] == ["v2", "v1"]
+    assert report["decoders"][0]["inference_ratio"] == 1
+    assert report["decoders"][1]["cached_step_ratio"] is None
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -72,6 +117,7 @@ def test_bench_another_decoder(tmp_path: Path) -> None:
     (["--batch-sizes", "0"], "argument --batch-sizes: '0': expected an integer >= 1"),
     (["--size", "1", "2", "3"], "--size 1 2 3: expected one or two numbers"),
     (["--arch", "vitq"], "unknown backbone architecture 'vitq'"),
+    (["--decoder", "v3"], "argument --decoder: invalid choice: 'v3'"),
 ])
 def test_bench_errors(flags: list[str], message: str) -> None:
     outcome = run_segdino("bench", *flags)

@@ -1,4 +1,5 @@
-"""Metrics against independent truths: the reference's own values, MONAI, hand counts."""
+"""Metrics against independent truths: the SegDINO v1 and v2 test scripts' own values,
+medpy's, MONAI, hand counts."""
 
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ def reference() -> dict[str, dict[str, float]]:
     return json.loads(text)["cases"]  # json reads the file's `Infinity` as inf
 
 
+@pytest.fixture(scope="module")
+def v2_medpy() -> dict[str, dict[str, float | str]]:
+    """SegDINO v2's and medpy's values; medpy's raised errors stay strings ("error: ...")."""
+    cases = json.loads((_metrics_fixtures() / "reference_v2_medpy_values.json").read_text())
+    return {
+        case: {k: float(v) if v == "inf" else v for k, v in values.items()}
+        for case, values in cases["cases"].items()
+    }
+
+
 def monai_hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float]) -> float:
     pytest.importorskip("monai")
     import torch
@@ -94,8 +105,9 @@ def random_blobs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray
     return mask
 
 
-def test_fixture_covers_every_case(reference):
+def test_fixture_covers_every_case(reference, v2_medpy):
     assert set(reference) == set(CASES)
+    assert set(v2_medpy) == set(CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -103,6 +115,43 @@ def test_dice_and_iou_match_the_reference(case, pairs, reference):
     pred, truth = pairs[case]
     assert metrics.dice(pred, truth) == pytest.approx(reference[case]["dice"], rel=1e-9, abs=1e-15)
     assert metrics.iou(pred, truth) == pytest.approx(reference[case]["iou"], rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dice_and_iou_match_segdino_v2(case, pairs, v2_medpy):
+    pred, truth = pairs[case]
+    expected = v2_medpy[case]
+    assert metrics.dice(pred, truth) == pytest.approx(expected["dice_v2"], rel=1e-9, abs=1e-15)
+    assert metrics.iou(pred, truth) == pytest.approx(expected["iou_v2"], rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hd95_v2_matches_segdino_v2_exactly(case, pairs, v2_medpy):
+    assert metrics.hd95_v2(*pairs[case]) == v2_medpy[case]["hd95_v2"]
+
+
+@pytest.mark.parametrize("case", DEFINED_CASES)
+def test_hd95_medpy_matches_medpy_exactly(case, pairs, v2_medpy):
+    assert metrics.hd95_medpy(*pairs[case]) == v2_medpy[case]["hd95_medpy"]
+
+
+def test_hd95_medpy_where_medpy_raises(pairs, v2_medpy):
+    # medpy has no value for an empty mask; we give the standard variant's nan and inf
+    assert all(v2_medpy[c]["hd95_medpy"].startswith("error:") for c in EMPTY_CASES)
+    assert math.isnan(metrics.hd95_medpy(*pairs["both_empty"]))
+    assert metrics.hd95_medpy(*pairs["pred_empty"]) == math.inf
+    assert metrics.hd95_medpy(*pairs["gt_empty"]) == math.inf
+
+
+def test_pooled_hd95_by_hand():
+    pred = np.zeros((8, 8), dtype=bool)
+    truth = np.zeros((8, 8), dtype=bool)
+    pred[0, 0] = truth[0, 0] = truth[0, 6] = True
+    # directed distances: pred -> truth [0]; truth -> pred [0, 6]; pooled [0, 0, 6]
+    assert metrics.hd95(pred, truth) == pytest.approx(0.95 * 6)
+    assert metrics.hd95_medpy(pred, truth) == pytest.approx(0.9 * 6)
+    assert metrics.hd95_v2(pred, truth) == pytest.approx(0.9 * 6)
+    assert metrics.hd95_medpy(pred, truth, spacing=(1.0, 0.5)) == pytest.approx(0.9 * 3)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -199,6 +248,19 @@ def test_summarise_with_the_reference_variant(pairs, reference):
     assert summary["hd95"] == pytest.approx(np.mean([v for v in finite if math.isfinite(v)]))
 
 
+def test_summarise_with_the_pooled_variants(pairs, v2_medpy):
+    v2 = metrics.summarise([metrics.score(*pairs[c], hd95="v2") for c in CASES])
+    # v2 scores both-empty as 0 (in the mean) and drops the infinite ones, as its script does
+    assert (v2["hd95_undefined"], v2["hd95_infinite"]) == (0, 2)
+    finite = [v["hd95_v2"] for v in v2_medpy.values() if math.isfinite(v["hd95_v2"])]
+    assert v2["hd95"] == pytest.approx(np.mean(finite))
+    medpy = metrics.summarise([metrics.score(*pairs[c], hd95="medpy") for c in CASES])
+    # where medpy raises, the images are counted as the standard variant counts them
+    assert (medpy["hd95_undefined"], medpy["hd95_infinite"]) == (1, 2)
+    finite = [v2_medpy[c]["hd95_medpy"] for c in DEFINED_CASES]
+    assert medpy["hd95"] == pytest.approx(np.mean(finite))
+
+
 def test_summarise_of_nothing():
     summary = metrics.summarise([])
     assert summary["images"] == summary["hd95_undefined"] == summary["hd95_infinite"] == 0
@@ -214,9 +276,10 @@ def test_hd95_reference_without_opencv_says_what_to_install(monkeypatch, pairs):
 def test_bad_options_are_user_errors(pairs):
     pred, truth = pairs["shifted"]
     with pytest.raises(UserError, match="--hd95"):
-        metrics.score(pred, truth, hd95="medpy")
-    with pytest.raises(UserError, match="--spacing"):
-        metrics.score(pred, truth, hd95="reference", spacing=(0.5, 0.5))
+        metrics.score(pred, truth, hd95="monai")
+    for variant in ("reference", "v2"):
+        with pytest.raises(UserError, match=f"--spacing cannot be used with --hd95 {variant}"):
+            metrics.score(pred, truth, hd95=variant, spacing=(0.5, 0.5))
     with pytest.raises(UserError, match="--spacing"):
         metrics.hd95(pred, truth, spacing=(1.0, 0.0))
     with pytest.raises(ValueError, match="one size"):

@@ -28,6 +28,7 @@ from segdino.data.files import read_mask
 from segdino.data.holdout import holdout
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.inference.predictor import Predictor
+from segdino.metrics import HD95_VARIANTS
 from segdino.training.config import TrainConfig
 from segdino.training.loop import train
 
@@ -104,13 +105,16 @@ def test_reference_commands_work_as_written(tmp_path, data, weights) -> None:
     assert len(list((report / "worst").glob("*.png"))) == 4
 
 
-def test_test_scores_match_an_independent_recount(tmp_path, data) -> None:
-    """Native-size scoring: the reference checkpoint's masks, scored pixel by pixel here."""
+@pytest.mark.parametrize("hd95", ["standard", "medpy", "v2"])
+def test_test_scores_match_an_independent_recount(tmp_path, data, hd95) -> None:
+    """Native-size scoring: the reference checkpoint's masks, scored pixel by pixel here (HD95
+    by the variant `--hd95` names, whose values tests/test_metrics.py checks)."""
     ckpt = FIXTURES / "segdino" / "segdino_tiny_mlp.pth"
     code = main(["test", "--ckpt", str(ckpt), "--data-dir", str(data), "--dataset", "synth",
-                 "--input-h", "48", "--input-w", "64", "--num-workers", "0",
+                 "--input-h", "48", "--input-w", "64", "--num-workers", "0", "--hd95", hd95,
                  "--save-root", str(tmp_path), "--name", "t", "--no-progress"])
     assert code == 0
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["hd95_variant"] == hd95
     rows = read_csv(tmp_path / "t" / "metrics.csv")
     predictor = Predictor.from_checkpoint(ckpt, precision="fp32")  # as test scores
     predictor.model.preprocessing.input_size = (48, 64)
@@ -120,6 +124,8 @@ def test_test_scores_match_an_independent_recount(tmp_path, data) -> None:
         overlap = np.logical_and(pred, truth).sum()
         expected = (2 * overlap + 1e-6) / (pred.sum() + truth.sum() + 1e-6)
         assert float(row["dice"]) == pytest.approx(expected, abs=1e-6)
+        assert float(row["hd95"]) == pytest.approx(
+            HD95_VARIANTS[hd95](pred, truth, (1.0, 1.0)), abs=1e-6, nan_ok=True)
 
 
 def test_eval_size_input_and_reference_hd95(tmp_path, data) -> None:

@@ -1,4 +1,5 @@
-"""Inference and training speed, engine by engine, in one process (`segdino bench`).
+"""Inference and training speed, engine by engine, in one process (`segdino bench`); the
+report it prints, and the comparison of decoders, are `segdino.bench_report`'s.
 
 Inference: for each engine and batch size, the median time of `--repeats` forward passes
 after `--warmup` untimed ones (the first of which pays `torch.compile`'s compilation), as
@@ -11,13 +12,14 @@ Training: images per second of a decoder training step (forward, BCE loss, backw
 at `--train-batch`, with the backbone run at every step (as without a feature cache) and with
 its features computed once beforehand (what a feature cache saves).
 
-The model has random weights: speed does not depend on their values.
+Every row names the model's decoder, so that one run can time several (the backbone is the
+same; only the decoder differs). The model has random weights: speed does not depend on
+their values.
 """
 
 from __future__ import annotations
 
 import gc
-import platform
 import re
 import statistics
 import time
@@ -40,6 +42,7 @@ FORMAT = "segdino-bench"  # the JSON report's "format": `--json` writes over no 
 
 @dataclass
 class InferenceRow:
+    decoder: str
     engine: str  # ENGINE-PRECISION, e.g. torch-fp32
     batch: int
     images_per_second: float
@@ -53,6 +56,7 @@ class InferenceRow:
 
 @dataclass
 class TrainingRow:
+    decoder: str
     mode: str  # "uncached" or "cached"
     batch: int
     images_per_second: float
@@ -185,7 +189,7 @@ def bench_inference(
             continue
         for b in batch_sizes:
             x = inputs[b]
-            progress(f"{label}, batch {b}")
+            progress(f"{model.decoder}: {label}, batch {b}")
             t0 = time.perf_counter()
             logits = engine(x)
             _sync(device)
@@ -200,7 +204,7 @@ def bench_inference(
                 reference[b] = (logits.float().cpu(), ips)
             ref_logits, ref_ips = reference[b]
             rows.append(InferenceRow(
-                label, b, round(ips, 2), round(1000 * per_batch / b, 2),
+                model.decoder, label, b, round(ips, 2), round(1000 * per_batch / b, 2),
                 None if (peak := memory.peak()) is None else round(peak, 1),
                 round(ips / ref_ips, 2),
                 float((logits.float().cpu() - ref_logits).abs().max()),
@@ -248,52 +252,7 @@ def bench_training(
                            budget_s)
         ips = batch / statistics.median(times)
         base = rows[0].images_per_second if rows else ips
-        rows.append(TrainingRow(mode, batch, round(ips, 2), round(ips / base, 2), len(times)))
+        rows.append(TrainingRow(model.decoder, mode, batch, round(ips, 2), round(ips / base, 2),
+                                len(times)))
     model.eval()
     return rows
-
-
-def format_table(inference: list[InferenceRow], training: list[TrainingRow],
-                 default_label: str, skipped: list[str]) -> str:
-    """The printed report: one line per row, the default path's rows marked, then the
-    engines skipped."""
-    lines = [f"{'engine':<16}{'batch':>6}{'img/s':>9}{'ms/img':>9}{'peak MB':>9}"
-             f"{'x fp32':>8}{'max |dlogit|':>14}{'1st call s':>12}"]
-    for r in inference:
-        mark = " *" if r.engine == default_label else ""
-        peak = "n/a" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"
-        lines.append(f"{r.engine + mark:<16}{r.batch:>6}{r.images_per_second:>9.2f}"
-                     f"{r.ms_per_image:>9.1f}{peak:>9}{r.ratio_to_fp32:>8.2f}"
-                     f"{r.max_logit_diff:>14.2e}{r.first_call_s:>12.1f}")
-    lines.append(f"* the default path of segdino predict and test ({default_label})")
-    lines.extend(skipped)
-    if training:
-        lines.append("")
-        lines.append(f"{'training step':<16}{'batch':>6}{'img/s':>9}{'x uncached':>12}")
-        for t in training:
-            lines.append(f"{t.mode:<16}{t.batch:>6}{t.images_per_second:>9.2f}"
-                         f"{t.ratio_to_uncached:>12.2f}")
-    return "\n".join(lines)
-
-
-def progress_printer(enabled: bool) -> Callable[[str], None]:
-    """A progress printer: each line after the seconds since it was made; or silence."""
-    started = time.perf_counter()
-
-    def show(message: str) -> None:
-        if enabled:
-            print(f"[{time.perf_counter() - started:5.0f} s] {message}", flush=True)
-
-    return show
-
-
-def hardware(device: torch.device) -> str:
-    """The GPU's or CPU's name, as far as it can be found."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(),
-                          re.MULTILINE)
-    except OSError:
-        found = None
-    return found.group(1).strip() if found else platform.processor() or platform.machine()

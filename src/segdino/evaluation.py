@@ -2,11 +2,12 @@
 
 By default each prediction is brought back to its image's own size and scored there
 (`--eval-size native`); `--eval-size input` scores at the network's input size, as the
-reference does. HD95 is the standard one unless `--hd95 reference`. Writes `metrics.csv`
-(a row per image, then MEAN, SD and MEDIAN rows), `summary.json` and overlays of the worst
-images. Each metric is summarised by its mean, its sample standard deviation (ddof=1: the
-images are a sample of the images the model will meet) and its median, HD95 over its finite
-values only; one image has no SD (nan in the CSV, null in the JSON).
+reference does. HD95 is the standard one unless `--hd95` names another
+(`metrics.HD95_VARIANTS`). Writes `metrics.csv` (a row per image, then MEAN, SD and MEDIAN
+rows), `summary.json` and overlays of the worst images. Each metric is summarised by its
+mean, its sample standard deviation (ddof=1: the images are a sample of the images the model
+will meet) and its median, HD95 over its finite values only; one image has no SD (nan in the
+CSV, null in the JSON).
 
 A model of K >= 2 classes is scored per foreground class (`metrics.class_scores`): the CSV
 has a column per metric and class (`dice_1`, ..., `hd95_2`) and their mean over the classes

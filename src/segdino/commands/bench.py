@@ -1,4 +1,5 @@
-"""`segdino bench`: inference and training speed, engine by engine (`segdino.benchmark`)."""
+"""`segdino bench`: inference and training speed, engine by engine and decoder by decoder
+(`segdino.benchmark`, `segdino.bench_report`)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,14 @@ from segdino.argtypes import int_at_least, positive_float
 from segdino.atomic import write_text
 from segdino.backbone import build_backbone
 from segdino.backbone.factory import resolve_arch
-from segdino.benchmark import (
-    DEFAULT_ENGINES,
-    FORMAT,
-    bench_inference,
-    bench_training,
+from segdino.bench_report import (
+    compare_decoders,
+    format_decoders,
     format_table,
     hardware,
-    parse_engine,
     progress_printer,
 )
+from segdino.benchmark import DEFAULT_ENGINES, FORMAT, bench_inference, bench_training, parse_engine
 from segdino.commands.flags import add_progress
 from segdino.errors import UserError
 from segdino.inference.engines import ENGINES
@@ -51,8 +50,9 @@ def report_path(text: str) -> Path:
 def configure(parser: argparse.ArgumentParser) -> None:
     # Types that raise UserError (--arch, --engines, --device, --json) refuse at parse time
     # too: the command line prints it as its one-line error.
-    parser.add_argument("--decoder", choices=list(DECODERS), default=DEFAULT,
-                        help=f"the decoder to time (default {DEFAULT})")
+    parser.add_argument("--decoder", choices=[*DECODERS, "all"], nargs="+", default=[DEFAULT],
+                        help=f"the decoders to time, one after another on the same backbone, "
+                        f"then side by side (all: {', '.join(DECODERS)}; default {DEFAULT})")
     parser.add_argument("--arch", default="vits16", type=resolve_arch,
                         help="backbone architecture, randomly initialised (default vits16)")
     parser.add_argument("--size", type=int_at_least(1), nargs="+", default=[256], metavar="PX",
@@ -85,27 +85,39 @@ def run(args: argparse.Namespace) -> int:
     size = (args.size[0], args.size[-1])
     device = pick_device() if args.device is None else args.device
     arch = args.arch
-    torch.manual_seed(0)
-    model = SegDINO(build_backbone(arch), decoder=args.decoder).to(device).eval()
+    decoders = list(DECODERS) if "all" in args.decoder else list(dict.fromkeys(args.decoder))
     default_label = f"torch-{resolve_precision(device, 'auto')}"
     header = (f"segdino bench: {arch}, {size[0]} x {size[1]}, {device} ({hardware(device)}, "
-              f"{torch.get_num_threads()} threads), torch {torch.__version__}, decoder "
-              f"{args.decoder}")
+              f"{torch.get_num_threads()} threads), torch {torch.__version__}, "
+              f"decoder{'s' if len(decoders) > 1 else ''} {', '.join(decoders)}")
     progress = progress_printer(not args.no_progress)
     progress(header)
     engines = args.engines or [parse_engine(e) for e in DEFAULT_ENGINES]
-    inference, skipped = bench_inference(model, device, engines, args.batch_sizes, size,
-                                         args.warmup, args.repeats, args.budget, progress)
-    training = []
-    if args.train_batch:
-        progress(f"training, batch {args.train_batch}")
-        training = bench_training(model, device, args.train_batch, size, args.warmup,
-                                  args.repeats, args.budget)
+    torch.manual_seed(0)
+    backbone = build_backbone(arch)  # one for all: only the decoder differs
+    inference, training, skipped, parameters = [], [], [], {}
+    for name in decoders:
+        torch.manual_seed(0)
+        model = SegDINO(backbone, decoder=name).to(device).eval()
+        parameters[name] = model.trainable_parameters()
+        rows, missing = bench_inference(model, device, engines, args.batch_sizes, size,
+                                        args.warmup, args.repeats, args.budget, progress)
+        inference += rows
+        skipped += [note for note in missing if note not in skipped]
+        if args.train_batch:
+            progress(f"{name}: training, batch {args.train_batch}")
+            training += bench_training(model, device, args.train_batch, size, args.warmup,
+                                       args.repeats, args.budget)
+        del model
+    compared = compare_decoders(inference, training, parameters)
     print(header)
     print(format_table(inference, training, default_label, skipped))
+    if len(decoders) > 1:
+        print()
+        print(format_decoders(compared))
     if args.json:
         report = {
-            "format": FORMAT, "arch": arch, "decoder": args.decoder, "size": list(size),
+            "format": FORMAT, "arch": arch, "size": list(size),
             "device": str(device),
             "hardware": hardware(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__,
@@ -113,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             "inference": [asdict(r) for r in inference],
             "training": [asdict(t) for t in training],
             "skipped": skipped,
+            "decoders": [asdict(r) for r in compared],
         }
         write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0

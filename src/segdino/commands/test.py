@@ -59,7 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-size", choices=EVAL_SIZES, default="native",
                         help="score at each image's own size (default) or at the input size "
                         "(the reference's protocol)")
-    parser.add_argument("--hd95", choices=list(metrics.HD95_VARIANTS), default="standard")
+    parser.add_argument("--hd95", choices=list(metrics.HD95_VARIANTS), default="standard",
+                        help="standard: MONAI's (default); medpy: medpy's, both directions "
+                        "pooled; v2, reference: SegDINO v2's and v1's test scripts (pixels)")
     parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW", "COL"),
                         default=(1.0, 1.0), help="pixel size, for HD95 in millimetres")
     parser.add_argument("--worst", type=int_at_least(0), default=8,
