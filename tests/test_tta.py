@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, make_image  # noise: no flip leaves an image unchanged
 from PIL import Image
 
 from segdino.checkpoints.load import load_segdino
@@ -44,15 +44,6 @@ def by_hand(model: SegDINO, image: np.ndarray, mode: str) -> np.ndarray:
         _, prob = plain(np.ascontiguousarray(np.flip(image, axes)), return_probabilities=True)
         views.append(np.flip(prob, axes))
     return np.mean(views, axis=0)
-
-
-def make_image(h: int, w: int, seed: int) -> np.ndarray:
-    """Noise and an off-centre disc: no flip leaves it unchanged."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 120, (h, w, 3), np.uint8)
-    yy, xx = np.mgrid[:h, :w]
-    image[(yy - h / 3) ** 2 + (xx - w / 4) ** 2 < (min(h, w) / 3) ** 2] = (230, 90, 60)
-    return image
 
 
 @pytest.mark.parametrize("mode", list(VIEWS))
