@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -14,6 +15,15 @@ TINY_BACKBONES = ("tiny_mlp", "tiny_swiglu", "tiny_7b_like")
 
 def tiny_config(name: str) -> dict:
     return json.loads((FIXTURES / "dinov3" / f"{name}.json").read_text())
+
+
+def make_image(h: int, w: int, seed: int) -> np.ndarray:
+    """Noise plus a bright disc, so that masks are neither empty nor full."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 120, (h, w, 3), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    image[(yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (min(h, w) / 3) ** 2] = (230, 90, 60)
+    return image
 
 
 @pytest.fixture(scope="session")

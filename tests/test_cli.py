@@ -58,6 +58,7 @@ def parse(name: str, *argv: str) -> argparse.Namespace:
 POSITIONALS = {"predict": ["m.safetensors", "x.png", "--out", "o"], "export": ["m.safetensors"],
                "test": ["--ckpt", "m", "--data-dir", "d", "--dataset", "s"],
                "prepare": ["folder", "src", "out"], "publish": [], "train": [], "demo": [],
+               "compare": ["a", "b"],
                "bench": []}
 ALIASES = [  # (canonical, alias, value, commands taking it)
     ("--dino-ckpt", "--backbone", "w.pth", ("train", "test", "predict", "export", "publish")),
@@ -78,7 +79,7 @@ def test_aliases_parse_as_the_canonical_flag(canonical: str, alias: str, value: 
     assert canonical_args != plain  # the flag did something
 
 
-@pytest.mark.parametrize("name", ["train", "test", "demo"])
+@pytest.mark.parametrize("name", ["train", "test", "demo", "compare"])
 def test_seed_is_one_flag(name: str) -> None:
     assert parse(name, *POSITIONALS[name], "--seed", "7").seed == 7
 

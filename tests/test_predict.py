@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES
+from conftest import FIXTURES, make_image
 from PIL import Image
 
 from segdino.checkpoints.load import load_segdino
@@ -43,15 +43,6 @@ def model(model_256: SegDINO) -> SegDINO:
 @pytest.fixture(scope="module")
 def predictor(model: SegDINO) -> Predictor:
     return Predictor(model, "cpu", batch_size=3, precision="fp32")  # "auto" may pick bf16
-
-
-def make_image(h: int, w: int, seed: int) -> np.ndarray:
-    """Noise plus a bright disc, so that masks are neither empty nor full."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 120, (h, w, 3), np.uint8)
-    yy, xx = np.mgrid[:h, :w]
-    image[(yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (min(h, w) / 3) ** 2] = (230, 90, 60)
-    return image
 
 
 def hand_pipeline(model: SegDINO, image: Image.Image) -> np.ndarray:

@@ -3,17 +3,15 @@
 By default each prediction is brought back to its image's own size and scored there
 (`--eval-size native`); `--eval-size input` scores at the network's input size, as the
 reference does. HD95 is the standard one unless `--hd95` names another
-(`metrics.HD95_VARIANTS`). Writes `metrics.csv` (a row per image, then MEAN, SD and MEDIAN
-rows), `summary.json` and overlays of the worst images. Each metric is summarised by its
-mean, its sample standard deviation (ddof=1: the images are a sample of the images the model
-will meet) and its median, HD95 over its finite values only; one image has no SD (nan in the
-CSV, null in the JSON).
+(`metrics.HD95_VARIANTS`). Writes the report (`segdino.report`: `metrics.csv`, a row per
+image, then MEAN, SD and MEDIAN rows; `summary.json`, with each mean's bootstrap 95%
+confidence interval) and overlays of the worst images.
 
 A model of K >= 2 classes is scored per foreground class (`metrics.class_scores`): the CSV
 has a column per metric and class (`dice_1`, ..., `hd95_2`) and their mean over the classes
 (`dice_mean`, ...), and `summary.json` the means over classes with each class's summary in
-`per_class`. Their SD and median are over the images' means over the classes (a spread over
-classes would say nothing of how the images vary).
+`per_class`. Their SD, median and interval are over the images' means over the classes (a
+spread over classes would say nothing of how the images vary).
 
 Every report goes to a folder of its own (a second test of the same split gets `NAME-2`, and
 so on) and its `summary.json` records what produced it (`provenance`: the checkpoint's and
@@ -24,13 +22,8 @@ on every CPU (bf16 autocast moves per-image Dice by up to about 2e-4).
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import json
-import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +31,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import segdino.metrics as metrics
-from segdino.atomic import write_text
 from segdino.checkpoints.load import describe_sources
 from segdino.data.dataset import Pair
 from segdino.data.masks import MaskFormat
@@ -49,10 +41,11 @@ from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
 from segdino.progress import progress_bar
 from segdino.provenance import environment
+from segdino.report import Scores, summarise_rows, write_report
+from segdino.statistics import DEFAULT_RESAMPLES
 from segdino.visualize import caption, figure, save_png
 
 EVAL_SIZES = ("native", "input")
-Scores = metrics.ImageScores | list[metrics.ImageScores]  # one image's: binary, or per class
 
 
 class EvalImages(Dataset):
@@ -98,8 +91,11 @@ def evaluate(
     worst: int = 8,
     num_workers: int = 2,
     progress: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> dict:
-    """Score `predictor` on `pairs`; write the report into `out_dir`; return the summary."""
+    """Score `predictor` on `pairs`; write the report into `out_dir`; return the summary
+    (its confidence intervals from `resamples` bootstrap resamples drawn from `seed`)."""
     model = predictor.model
     pre, classes = model.preprocessing, model.num_classes
     mask_format = truth_format(model)
@@ -121,7 +117,7 @@ def evaluate(
                          metrics.class_scores(pred, truth, classes, hd95, spacing)))
     seconds = time.time() - started
     summary = {
-        **summarise_rows([s for _, s in rows], classes),
+        **summarise_rows([s for _, s in rows], classes, resamples, seed),
         "images_per_second": round(len(rows) / seconds, 2),
         "eval_size": eval_size, "hd95_variant": hd95, "spacing": list(spacing),
         "input_size": list(pre.input_size),
@@ -140,7 +136,7 @@ def provenance(predictor: Predictor) -> dict:
     where it ran (`segdino.provenance`)."""
     return {**describe_sources(predictor.model),
             **environment(predictor.device, predictor.precision),
-            "engine": type(predictor.engine).__name__}
+            "engine": type(predictor.engine).__name__, "tta": predictor.tta}
 
 
 def report_folder(save_root: Path, name: str | None, default: str) -> Path:
@@ -166,82 +162,6 @@ def _mean_scores(scores: Scores) -> metrics.ImageScores:
     return scores if isinstance(scores, metrics.ImageScores) else metrics.mean_scores(scores)
 
 
-def summarise_rows(scores: list[Scores], classes: int) -> dict:
-    """Mean, `sd` and `median` of each metric over the images; for K classes, of their
-    means over the classes, and each class's in `per_class`."""
-    if classes == 1:
-        return {**metrics.summarise(scores), **spread(scores)}
-    summary = {**metrics.summarise_classes(scores, classes),
-               **spread([metrics.mean_scores(s) for s in scores])}
-    for c, class_summary in summary["per_class"].items():
-        class_summary.update(spread([s[int(c) - 1] for s in scores]))
-    return summary
-
-
-def spread(scores: list[metrics.ImageScores]) -> dict[str, dict[str, float]]:
-    """`sd` (sample, ddof=1) and `median` of each metric over the images; HD95's over its
-    finite values, as its mean is; nan where there are too few values."""
-    def stats(name: str) -> tuple[float, float]:
-        values = [getattr(s, name) for s in scores]
-        if name == "hd95":
-            values = [v for v in values if math.isfinite(v)]
-        return (float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-                float(np.median(values)) if values else math.nan)
-    per_metric = {name: stats(name) for name in metrics.METRICS}
-    return {"sd": {name: sd for name, (sd, _) in per_metric.items()},
-            "median": {name: median for name, (_, median) in per_metric.items()}}
-
-
-def _columns(scores: Scores) -> dict[str, float]:
-    """One image's metrics.csv columns: the metrics (binary), or each metric per foreground
-    class (`dice_1`, ...) and then averaged over the classes (`dice_mean`, ...)."""
-    if isinstance(scores, metrics.ImageScores):
-        return asdict(scores)
-    named = [*((str(c), s) for c, s in enumerate(scores, start=1)),
-             ("mean", metrics.mean_scores(scores))]
-    return _labelled([(label, asdict(s)) for label, s in named])
-
-
-def _labelled(named: list[tuple[str, dict[str, float]]]) -> dict[str, float]:
-    """Each class's metrics as columns `dice_1`, ..., `dice_mean`, ... in metrics.csv."""
-    return {f"{metric}_{label}": v for label, values in named for metric, v in values.items()}
-
-
-SUMMARY_ROWS = {"MEAN": "mean", "SD": "sd", "MEDIAN": "median"}  # metrics.csv's last rows
-
-
-def _summary_columns(summary: dict, statistic: str) -> dict[str, float]:
-    """One statistic ("mean", "sd" or "median") of each metric.csv column from the summary."""
-    def pick(part: dict) -> dict[str, float]:
-        values = part if statistic == "mean" else part[statistic]
-        return {name: values[name] for name in metrics.METRICS}
-    if "per_class" in summary:
-        return _labelled([*((c, pick(s)) for c, s in summary["per_class"].items()),
-                          ("mean", pick(summary))])
-    return pick(summary)
-
-
-def _json_safe(value):
-    """`value` with every nan or inf float, however nested, as None (JSON has neither)."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path) -> None:
-    table = [(image, _columns(scores)) for image, scores in rows]
-    table += [(row, _summary_columns(summary, stat)) for row, stat in SUMMARY_ROWS.items()]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["image", *table[0][1]])
-    for image, columns in table:
-        writer.writerow([image, *(f"{v:.6f}" for v in columns.values())])
-    write_text(out_dir / "metrics.csv", buffer.getvalue())
-    # JSON has no nan/inf: an undefined mean is written as null
-    write_text(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
-
 
 def draw_worst(predictor: Predictor, pairs: list[Pair], rows: list, folder: Path, n: int,
                mask_format: MaskFormat) -> None:
@@ -260,29 +180,3 @@ def draw_worst(predictor: Predictor, pairs: list[Pair], rows: list, folder: Path
                  folder / f"{rank:02d}_dice{mean.dice:.3f}_{Path(name).stem}.png")
 
 
-def format_summary(summary: dict) -> str:
-    """The summary in words: one line, or for K classes a line for their mean and one per
-    foreground class."""
-    if "per_class" not in summary:
-        return _format_scores(summary)
-    names = summary.get("class_names")
-    lines = [f"mean of {len(summary['per_class'])} foreground classes: "
-             + _format_scores(summary, notes=False)]
-    lines += [f"  class {c}{f' ({names[int(c)]})' if names else ''}: {_format_scores(s)}"
-              for c, s in summary["per_class"].items()]
-    return "\n".join(lines)
-
-
-def _format_scores(summary: dict, notes: bool = True) -> str:
-    def scores(name: str, label: str, digits: int, unit: str = "") -> str:
-        mean, sd, median = summary[name], summary["sd"][name], summary["median"][name]
-        if not math.isfinite(mean):
-            return f"{label} n/a"
-        sd_text = f"{sd:.{digits}f}" if math.isfinite(sd) else "n/a"
-        return f"{label} {mean:.{digits}f}{unit} (sd {sd_text}, median {median:.{digits}f})"
-    line = "  ".join([*(scores(k, k, 4) for k in ("dice", "iou", "precision", "recall")),
-                      scores("hd95", "HD95", 2, " px")])
-    left_out = summary["hd95_undefined"] + summary["hd95_infinite"] if notes else 0
-    note = (f" (over {summary['images'] - left_out} images; {summary['hd95_infinite']} with "
-            f"one empty mask, {summary['hd95_undefined']} with both empty)" if left_out else "")
-    return f"{summary['images']} images: {line}{note}"

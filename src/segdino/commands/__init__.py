@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("segdino.commands.train", "train the decoder on a dataset (backbone frozen)"),
     "test": ("segdino.commands.test", "score a trained model on a dataset split"),
     "predict": ("segdino.commands.predict", "segment images with a trained model"),
+    "compare": ("segdino.commands.compare", "compare two test reports on the same images: "
+                "paired differences, bootstrap CIs, Wilcoxon p-values"),
     "demo": ("segdino.commands.demo", "the whole workflow on generated data, no downloads needed"),
     "prepare": ("segdino.commands.prepare", "turn a dataset download into train/val/test folders"),
     "export": ("segdino.commands.export", "a trained model as one ONNX file, for ONNX Runtime"),

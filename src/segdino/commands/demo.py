@@ -20,10 +20,11 @@ from segdino.commands.flags import add_progress, add_seed, progress_bars
 from segdino.data.dataset import find_pairs
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.errors import UserError
-from segdino.evaluation import evaluate, format_summary
+from segdino.evaluation import evaluate
 from segdino.inference.predict_files import predict_files
 from segdino.inference.predictor import Predictor
 from segdino.models.decoders import DECODERS, DEFAULT
+from segdino.report import format_summary
 from segdino.training.config import TrainConfig, with_recipe
 from segdino.training.loop import train
 
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     print("4/4 testing on the test split and predicting its masks")
     predictor = Predictor.from_checkpoint(run_dir / "best.safetensors", device=args.device)
     test_pairs = find_pairs(data / "test")
-    summary = evaluate(predictor, test_pairs, out / "test", num_workers=0, progress=progress)
+    summary = evaluate(predictor, test_pairs, out / "test", num_workers=0, progress=progress,
+                       seed=args.seed)
     predict_files(predictor, [image for image, _ in test_pairs], out / "predictions",
                   overlays=True, progress=progress)
 

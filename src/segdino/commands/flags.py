@@ -8,6 +8,7 @@ import os
 
 from segdino.argtypes import int_at_least, open_unit_float
 from segdino.progress import drawing
+from segdino.statistics import DEFAULT_RESAMPLES
 
 MAX_DEFAULT_WORKERS = 8  # more data-loading processes than this rarely speed anything up
 
@@ -55,12 +56,31 @@ def add_seed(parser: argparse.ArgumentParser, default: int | None,
     parser.add_argument("--seed", type=int, default=default, help=help_text)
 
 
+def add_bootstrap(parser: argparse.ArgumentParser) -> None:
+    """--bootstrap N, the resamples of a bootstrap confidence interval (`segdino.statistics`),
+    and --seed (default 0), the seed they are drawn from."""
+    parser.add_argument("--bootstrap", type=int_at_least(1), default=DEFAULT_RESAMPLES,
+                        metavar="N", help="bootstrap resamples for each 95%% confidence "
+                        "interval")
+    add_seed(parser, 0, "the bootstrap's seed (the same seed, the same intervals)")
+
+
 def add_allow_other_backbone(parser: argparse.ArgumentParser) -> None:
     """`--allow-other-backbone`, for the commands that load a checkpoint with a backbone given."""
     parser.add_argument("--allow-other-backbone", action="store_true",
                         help="use the backbone weights given even when they are not those the "
                         "checkpoint was trained with (its recorded SHA-256; for a reference "
                         ".pth, its own backbone.* weights)")
+
+
+def add_tta(parser: argparse.ArgumentParser) -> None:
+    """--tta, test-time augmentation by flips (`segdino.inference.tta`)."""
+    from segdino.inference.tta import TTA_VIEWS  # torch: see add_engine_flags
+
+    parser.add_argument("--tta", choices=list(TTA_VIEWS), default="none",
+                        help="test-time augmentation: flip (the image and its horizontal "
+                        "mirror) or flip2 (also the vertical mirror and both), probabilities "
+                        "averaged; each view costs one more forward pass")
 
 
 def add_engine_flags(parser: argparse.ArgumentParser, precision: str = "auto") -> None:

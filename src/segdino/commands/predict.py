@@ -16,6 +16,7 @@ from segdino.commands.flags import (
     add_engine_flags,
     add_progress,
     add_threshold,
+    add_tta,
     progress_bars,
 )
 from segdino.data.files import raise_problems
@@ -70,6 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", metavar="D",
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
     add_engine_flags(parser)
+    add_tta(parser)
     add_progress(parser)
 
 
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_checkpoint(
         args.checkpoint, args.dino_ckpt, args.device, args.batch_size, args.precision,
-        args.engine, allow_other_backbone=args.allow_other_backbone)
+        args.engine, args.tta, allow_other_backbone=args.allow_other_backbone)
     if args.threshold is not None:
         if predictor.model.num_classes > 1:
             raise UserError(f"--threshold: {args.checkpoint} has {predictor.model.num_classes} "

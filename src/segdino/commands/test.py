@@ -12,17 +12,20 @@ from segdino.backbone.factory import check_arch
 from segdino.commands.flags import (
     add_allow_other_backbone,
     add_backbone,
+    add_bootstrap,
     add_engine_flags,
     add_progress,
     add_threshold,
+    add_tta,
     add_workers,
     default_workers,
     progress_bars,
 )
 from segdino.data.dataset import find_pairs
 from segdino.errors import UserError
-from segdino.evaluation import EVAL_SIZES, evaluate, format_summary, report_folder, truth_format
+from segdino.evaluation import EVAL_SIZES, evaluate, report_folder, truth_format
 from segdino.inference.predictor import Predictor
+from segdino.report import format_summary
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -66,13 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         default=(1.0, 1.0), help="pixel size, for HD95 in millimetres")
     parser.add_argument("--worst", type=int_at_least(0), default=8,
                         help="overlays of the N worst images")
+    add_bootstrap(parser)
+    add_tta(parser)
     parser.add_argument("--device")
     # float32: the same checkpoint gives the same scores on every CPU
     add_engine_flags(parser, precision="fp32")
     add_progress(parser)
     # The reference's test script shares its training flags; accepted, meaningless here.
-    for flag, kind in (("--epochs", int), ("--lr", float), ("--weight-decay", float),
-                       ("--seed", int)):
+    for flag, kind in (("--epochs", int), ("--lr", float), ("--weight-decay", float)):
         parser.add_argument(flag, type=kind, help=argparse.SUPPRESS)
 
 
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(args.ckpt, backbone=args.dino_ckpt,
                                           device=args.device, batch_size=args.batch_size,
                                           precision=args.precision, engine=args.engine,
+                                          tta=args.tta,
                                           allow_other_backbone=args.allow_other_backbone)
     model = predictor.model
     if args.dino_size:
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"scoring in {predictor.precision} on {predictor.device}")
     summary = evaluate(predictor, pairs, out_dir, args.eval_size, args.hd95,
                        tuple(args.spacing), args.worst, args.num_workers,
-                       progress=progress_bars(args))
+                       progress=progress_bars(args), resamples=args.bootstrap, seed=args.seed)
     print(format_summary(summary))
     print(f"report: {out_dir / 'metrics.csv'}, {out_dir / 'summary.json'}, "
           f"worst cases in {out_dir / 'worst'}")

@@ -25,6 +25,7 @@ from segdino.checkpoints.load import load_segdino
 from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.errors import UserError
 from segdino.inference.engines import make_engine
+from segdino.inference.tta import TTA_VIEWS, averaged
 from segdino.models.segdino import SegDINO
 from segdino.runtime import pick_device
 
@@ -64,6 +65,8 @@ class Predictor:
     "compile" (`torch.compile`) or "onnx" (exported at once, run by ONNX Runtime).
     `precision` "auto" (the default) is bf16 autocast where the hardware computes bf16
     natively, float32 elsewhere (`segdino.runtime.resolve_precision`); "fp32" or "bf16" choose.
+    `tta` "flip" or "flip2" averages the probabilities over flipped views of each image
+    (`segdino.inference.tta`); "none" (the default) runs the image as it is.
     """
 
     def __init__(
@@ -73,9 +76,13 @@ class Predictor:
         batch_size: int = 8,
         precision: str = "auto",
         engine: str = "torch",
+        tta: str = "none",
     ) -> None:
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size}: expected 1 or more")
+        if tta not in TTA_VIEWS:
+            raise UserError(f"--tta {tta}: expected one of {', '.join(TTA_VIEWS)}")
+        self.tta = tta
         self.device = pick_device(None if device is None else str(device))
         self.batch_size = batch_size
         self.model = model.to(self.device).eval()
@@ -91,13 +98,14 @@ class Predictor:
         batch_size: int = 8,
         precision: str = "auto",
         engine: str = "torch",
+        tta: str = "none",
         *,
         allow_other_backbone: bool = False,
     ) -> Predictor:
         """A predictor for a checkpoint in our format or the reference's `.pth` layout
         (`backbone` and `allow_other_backbone` as `load_segdino` takes them)."""
         model = load_segdino(path, backbone, allow_other_backbone=allow_other_backbone)
-        return cls(model, device, batch_size, precision, engine)
+        return cls(model, device, batch_size, precision, engine, tta)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The (3, h, w) network input for an RGB image, by the model's preprocessing."""
@@ -107,7 +115,10 @@ class Predictor:
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities, float32 on the CPU, for a preprocessed batch (B, 3, h, w): the
         foreground's (B, 1, h, w) for one class (sigmoid), else each class's (B, K, h, w)
-        (softmax)."""
+        (softmax); averaged over the flipped views of `tta`."""
+        return averaged(self._view_probabilities, batch, self.tta)
+
+    def _view_probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return _probabilities(self.engine(batch)).cpu()
 
     def member_probabilities(self, images: Sequence[Image.Image]) -> list[list[np.ndarray]]:
