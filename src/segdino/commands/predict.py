@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from segdino.argtypes import int_at_least
@@ -24,7 +23,7 @@ from segdino.inference.predict_files import (
     output_problems,
     output_stems,
     predict_files,
-    why_unreadable,
+    unreadable_images,
 )
 from segdino.inference.predictor import Predictor
 
@@ -69,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_writable_folder(out, "--out")
     found, problems = find_inputs(args.inputs, args.recursive, out)
-    # Every image is decoded once up front so that all problems show before any work;
-    # PIL releases the GIL while decoding, so threads run in parallel.
-    with ThreadPoolExecutor() as pool:
-        reasons = pool.map(why_unreadable, found)
-        unreadable = {p: why for p, why in zip(found, reasons, strict=True) if why}
+    unreadable = unreadable_images(list(found))
     if not args.skip_bad:
         problems += unreadable.values()
     elif unreadable:

@@ -10,6 +10,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -202,9 +203,17 @@ def predict_files(
                 bar.update()
 
 
-def why_unreadable(path: Path) -> str | None:
+def _why_unreadable(path: Path) -> str | None:
     try:
         load_rgb(path)  # a full decode: a truncated file passes a header check
     except UserError as exc:
         return str(exc)
     return None
+
+
+def unreadable_images(paths: Sequence[Path]) -> dict[Path, str]:
+    """Why each image that cannot be decoded cannot, by path; decoded in threads (PIL
+    releases the GIL while decoding), so that all problems show before any work."""
+    with ThreadPoolExecutor() as pool:
+        reasons = pool.map(_why_unreadable, paths)
+        return {p: why for p, why in zip(paths, reasons, strict=True) if why}
