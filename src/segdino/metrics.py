@@ -162,6 +162,9 @@ class ImageScores:
     hd95: float
 
 
+Scores = ImageScores | list[ImageScores]  # one image's: binary, or per class
+
+
 def _hd95_reference_checked(
     pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float]
 ) -> float:
@@ -266,6 +269,14 @@ def class_scores(
 ) -> list[ImageScores]:
     """`score` of each foreground class 1..K-1 of one image's class maps, in class order."""
     return [score(p, t, hd95, spacing) for p, t in class_pairs(pred, truth, num_classes)]
+
+
+def image_scores(pred: np.ndarray, truth: np.ndarray, num_classes: int = 1,
+                 hd95: str = "standard", spacing: tuple[float, float] = (1.0, 1.0)) -> Scores:
+    """One image's scores: `score` of its masks (one class), else `class_scores`."""
+    if num_classes == 1:
+        return score(pred, truth, hd95, spacing)
+    return class_scores(pred, truth, num_classes, hd95, spacing)
 
 
 def mean_scores(scores: Sequence[ImageScores]) -> ImageScores:
