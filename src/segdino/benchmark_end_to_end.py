@@ -91,10 +91,11 @@ def _model_only(predictor: Predictor, n: int) -> float:
     return time.perf_counter() - started
 
 
-def _predict(predictor: Predictor, images: list[Path], out: Path, overlays: bool) -> None:
+def _predict(predictor: Predictor, images: list[Path], out: Path, overlays: bool,
+             workers: int) -> None:
     """What `segdino predict` does once the model is loaded."""
     unreadable_images(images)
-    predict_files(predictor, images, out, overlays=overlays, progress=False)
+    predict_files(predictor, images, out, overlays=overlays, progress=False, workers=workers)
 
 
 def bench_end_to_end(
@@ -126,8 +127,9 @@ def bench_end_to_end(
             TEST_PRECISION: {"test": lambda p: evaluate(p, pairs, root / "test",
                                                         num_workers=workers, progress=False)},
             PREDICT_PRECISION: {
-                "predict --overlay": lambda p: _predict(p, images, root / "overlays", True),
-                "predict": lambda p: _predict(p, images, root / "masks", False),
+                "predict --overlay": lambda p: _predict(p, images, root / "overlays", True,
+                                                              workers),
+                "predict": lambda p: _predict(p, images, root / "masks", False, workers),
             },
         }
         rows = []

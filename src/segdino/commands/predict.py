@@ -14,6 +14,8 @@ from segdino.commands.flags import (
     add_engine_flags,
     add_progress,
     add_threshold,
+    add_workers,
+    default_workers,
     progress_bars,
 )
 from segdino.data.files import raise_problems
@@ -60,6 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="images per forward pass (default 8)")
     parser.add_argument("--device", metavar="D",
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
+    add_workers(parser, default=default_workers(), help_text="threads that decode images, "
+                "and threads that write outputs, beside the model (default: the CPUs available)")
     add_engine_flags(parser)
     add_progress(parser)
 
@@ -94,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"segdino predict: warning: {why} (skipped)", file=sys.stderr)
     predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color,
                   progress=progress_bars(args), overwrite=args.overwrite,
-                  subfolders=list(found.values()))
+                  subfolders=list(found.values()), workers=args.num_workers)
     print(f"{len(paths)} mask(s) written to {out}")
     return 0

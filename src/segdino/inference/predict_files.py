@@ -9,18 +9,21 @@ import glob
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 from tqdm import tqdm
 
 from segdino.atomic import folder_problem, write_text
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
 from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
-from segdino.inference.predictor import Predictor, chunks
+from segdino.inference.background import in_background
+from segdino.inference.predictor import Predictor, chunks, to_size
 from segdino.visualize import colour_mask, figure, save_png
 
 MANIFEST = ".segdino-predict.json"  # in the output folder: the files predict wrote there
@@ -163,12 +166,14 @@ def predict_files(
     color: bool = False,
     overwrite: bool = False,
     subfolders: Sequence[str | os.PathLike] | None = None,
+    workers: int = 2,
 ) -> None:
     """Write `out/<stem>.png` (a 0/255 mask at the image's size; for K classes, its class
     indices 0..K-1) for each image file, and `<stem>_prob.png` (probabilities x 255; for K
     classes, the chosen class's), `<stem>_overlay.png` and `<stem>_color.png` (the mask in
     CLASS_COLOURS) if asked; batch by batch, so that only one batch of images is in memory.
-    `subfolders` (one per image) puts an image's files in that sub-folder of `out`.
+    `subfolders` (one per image) puts an image's files in that sub-folder of `out`. Images
+    are decoded, and outputs written, by `workers` threads each, beside the model.
 
     Nothing is written, and a UserError raised, when two images would write the same file,
     or an output would replace an input image, or a file that predict did not write before
@@ -184,23 +189,38 @@ def predict_files(
     written = _read_manifest(out) | {n.as_posix() for each in names for n in each.values()}
     write_text(out / MANIFEST, json.dumps({"written_by": "segdino predict",
                                            "files": sorted(written)}, indent=1) + "\n")
+
+    def decoded(path: Path) -> tuple[Image.Image, torch.Tensor]:
+        image = load_rgb(path)
+        return image, predictor.preprocess(image)
+
+    def predicted() -> Iterator[tuple[Path, dict[str, Path], Image.Image, torch.Tensor]]:
+        # Images are decoded and resized in threads ahead of the model, two batches' worth.
+        ahead = in_background(decoded, paths, workers, ahead=2 * predictor.batch_size)
+        for chunk in chunks(zip(paths, names, ahead, strict=True), predictor.batch_size):
+            probs = predictor.probabilities(torch.stack([x for _, _, (_, x) in chunk]))
+            for (path, files, (image, _)), prob in zip(chunk, probs, strict=True):
+                yield path, files, image, prob
+
+    def write(item: tuple[Path, dict[str, Path], Image.Image, torch.Tensor]) -> None:
+        path, files, image, prob = item
+        full = to_size(prob, (image.height, image.width))
+        mask = predictor.decide(full)
+        save_png(mask, out / files["mask"])
+        if "prob" in files:
+            chosen = full if classes == 1 else full.max(0)
+            save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
+        if "overlay" in files:
+            save_png(figure(np.asarray(image), pred=mask, num_classes=classes,
+                            title=path.name, class_names=class_names), out / files["overlay"])
+        if "color" in files:
+            save_png(colour_mask(mask), out / files["color"])
+
+    # Outputs are written in threads while the model runs on the next images.
     with tqdm(total=len(paths), unit="image", desc="predicting",
               disable=None if progress else True) as bar:
-        for chunk in chunks(list(zip(paths, names, strict=True)), predictor.batch_size):
-            images = [load_rgb(p) for p, _ in chunk]
-            results = predictor(images, return_probabilities=True)
-            for (path, files), image, (mask, prob) in zip(chunk, images, results, strict=True):
-                save_png(mask, out / files["mask"])
-                if "prob" in files:
-                    chosen = prob if classes == 1 else prob.max(0)
-                    save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
-                if "overlay" in files:
-                    save_png(figure(np.asarray(image), pred=mask, num_classes=classes,
-                                    title=path.name, class_names=class_names),
-                             out / files["overlay"])
-                if "color" in files:
-                    save_png(colour_mask(mask), out / files["color"])
-                bar.update()
+        for _ in in_background(write, predicted(), workers):
+            bar.update()
 
 
 def _why_unreadable(path: Path) -> str | None:
