@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from segdino.atomic import folder_problem, write_text
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
+from segdino.data.images import open_image
 from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
 from segdino.inference.background import in_background
@@ -225,7 +226,7 @@ def predict_files(
 
 def _why_unreadable(path: Path) -> str | None:
     try:
-        load_rgb(path)  # a full decode: a truncated file passes a header check
+        open_image(path, reduced=True)  # every byte decoded: a truncated file fails
     except UserError as exc:
         return str(exc)
     return None
