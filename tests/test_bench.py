@@ -98,6 +98,7 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     out = tmp_path / "bench.json"
     assert main(["bench", "--size", "32", "--batch-sizes", "2", "--engines", "fp32",
                  "--repeats", "1", "--warmup", "1", "--train-batch", "0", "--end-to-end", "2",
+                 "--end-to-end-rounds", "1",
                  "--json", str(out), "--quiet", "--device", "cpu"]) == 0
     rows = json.loads(out.read_text())["end_to_end"]
     assert [r["pipeline"] for r in rows] == ["model only", "test", "model only",

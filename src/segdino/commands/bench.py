@@ -80,6 +80,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also time segdino test and predict (with and without overlays) "
                         "on N generated JPEGs of Kvasir-SEG's sizes, against the model alone "
                         f"(batch {COMMAND_BATCH}, as the commands; 0: not run; default 0)")
+    parser.add_argument("--end-to-end-rounds", type=int_at_least(1), default=2, metavar="R",
+                        help="the end-to-end timings' fastest of R rounds (default 2)")
     parser.add_argument("--json", metavar="FILE", type=report_path,
                         help="also write the results as JSON (a new file, or an earlier report)")
     parser.add_argument("--device", metavar="D", type=pick_device,
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     end_to_end, load_s, workers = [], 0.0, default_workers()
     if args.end_to_end:
         end_to_end, load_s = bench_end_to_end(args.end_to_end, arch, args.decoder, size,
-                                              COMMAND_BATCH, workers, device, progress)
+                                              COMMAND_BATCH, workers, device,
+                                              args.end_to_end_rounds, progress)
     print(header)
     print(format_table(inference, training, default_label, skipped))
     if end_to_end:
