@@ -122,3 +122,38 @@ def test_bench_decoders_in_the_order_given(tmp_path: Path) -> None:
 def test_bench_errors(flags: list[str], message: str) -> None:
     outcome = run_segdino("bench", *flags)
     assert outcome.code == 2 and message in outcome.stderr
+
+
+def test_kvasir_like_dataset_spans_kvasir_sizes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from segdino.benchmark_end_to_end import LARGEST, SMALLEST, kvasir_like_dataset
+
+    split = kvasir_like_dataset(tmp_path / "d", 3, seed=1)
+    sizes = []
+    for image in sorted((split / "image").iterdir()):
+        with Image.open(image) as im, Image.open(split / "mask" / f"{image.stem}.png") as mask:
+            assert im.format == "JPEG" and mask.size == im.size
+            assert set(np.unique(np.asarray(mask))) == {0, 255}
+            sizes.append((im.height, im.width))
+    middle = tuple(round((a + b) / 2) for a, b in zip(SMALLEST, LARGEST, strict=True))
+    assert sorted(sizes) == [SMALLEST, middle, LARGEST]
+
+
+def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--size", "32", "--batch-sizes", "2", "--engines", "fp32",
+                 "--repeats", "1", "--warmup", "1", "--train-batch", "0", "--end-to-end", "2",
+                 "--end-to-end-rounds", "1",
+                 "--json", str(out), "--quiet", "--device", "cpu"]) == 0
+    rows = json.loads(out.read_text())["end_to_end"]
+    assert [r["pipeline"] for r in rows] == ["model only", "test", "model only",
+                                             "predict --overlay", "predict"]
+    assert [r["precision"] for r in rows[:2]] == ["fp32", "fp32"]
+    model_s = {r["precision"]: r["seconds"] for r in rows if r["pipeline"] == "model only"}
+    for r in rows:
+        assert r["images"] == 2
+        assert r["fraction_of_model"] == pytest.approx(model_s[r["precision"]] / r["seconds"],
+                                                       abs=0.02)
+    printed = capsys.readouterr().out
+    assert "end to end: 2 JPEGs" in printed and "predict --overlay" in printed

@@ -181,6 +181,56 @@ def test_hd95_matches_monai_on_random_masks(seed):
     assert_close_to_monai(metrics.hd95(pred, truth, spacing), monai_hd95(pred, truth, spacing))
 
 
+def uncropped_hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float]) -> float:
+    """HD95 with the distance transforms over the whole image (what metrics.hd95 did before
+    it looked at the masks' bounding box only)."""
+    from scipy import ndimage
+
+    def surface(mask: np.ndarray) -> np.ndarray:
+        return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+    ps, ts = surface(pred), surface(truth)
+    to_truth = ndimage.distance_transform_edt(~ts, sampling=spacing)[ps]
+    to_pred = ndimage.distance_transform_edt(~ps, sampling=spacing)[ts]
+    return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
+
+
+def small_blobs(rng: np.random.Generator, shape: tuple[int, int], corner: str) -> np.ndarray:
+    """`random_blobs` in a patch of a larger image: at a random place, or against the image's
+    `corner` ("top-left" or "bottom-right"), so that the masks touch its border."""
+    h, w = int(rng.integers(4, shape[0] // 2)), int(rng.integers(4, shape[1] // 2))
+    top = {"top-left": 0, "bottom-right": shape[0] - h}.get(corner, rng.integers(0, shape[0] - h))
+    left = {"top-left": 0, "bottom-right": shape[1] - w}.get(corner, rng.integers(0, shape[1] - w))
+    mask = np.zeros(shape, dtype=bool)
+    mask[top:top + h, left:left + w] = random_blobs(rng, (h, w))
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_hd95_on_the_bounding_box_is_exact(seed):
+    """Masks of a few pixels to half the image, apart, overlapping or touching its border:
+    the same value, to the last bit, as the transforms over the whole image; and MONAI's."""
+    rng = np.random.default_rng(100 + seed)
+    shape = (int(rng.integers(40, 160)), int(rng.integers(40, 160)))
+    corners = ("top-left", "bottom-right", "anywhere")
+    pred = small_blobs(rng, shape, corners[seed % 3])
+    truth = small_blobs(rng, shape, corners[(seed // 3) % 3])
+    spacing = (1.0, 1.0) if seed % 2 else (rng.uniform(0.3, 2.5), rng.uniform(0.3, 2.5))
+    ours = metrics.hd95(pred, truth, spacing)
+    assert ours == uncropped_hd95(pred, truth, spacing)
+    assert_close_to_monai(ours, monai_hd95(pred, truth, spacing))
+    empty = np.zeros(shape, dtype=bool)
+    assert metrics.hd95(pred, empty, spacing) == metrics.hd95(empty, truth, spacing) == math.inf
+    assert math.isnan(metrics.hd95(empty, empty, spacing))
+
+
+def test_hd95_of_masks_filling_the_image():
+    full, corner = np.ones((30, 40), dtype=bool), np.zeros((30, 40), dtype=bool)
+    corner[:10, :10] = True
+    assert metrics.hd95(full, corner) == uncropped_hd95(full, corner, (1.0, 1.0))
+    assert metrics.hd95(full, full) == 0.0
+
+
 def test_hd95_by_hand():
     pred = np.zeros((8, 8), dtype=bool)
     truth = np.zeros((8, 8), dtype=bool)

@@ -248,3 +248,28 @@ def test_predict_files(predictor: Predictor, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="0.png"):
         predict_files(predictor, [paths[0], clash], tmp_path / "out2", progress=False)
     assert not (tmp_path / "out2").exists()
+
+
+def test_cli_a_failed_write_is_one_line(tmp_path: Path, capsys) -> None:
+    """A write that fails in a writer thread (here: the temporary file's name, the mask's
+    name plus 13 characters, is over the file system's 255) stops the command with the
+    writer's one-line error, not a traceback."""
+    images = [write(tmp_path / "in" / f"{k}.png", 20, 20, k) for k in range(4)]
+    long = write(tmp_path / "in" / f"{'x' * 245}.png", 20, 20, 9)
+    out = tmp_path / "out"
+    err = run_failing(["predict", str(CKPT), *map(str, [*images, long]), "--out", str(out),
+                       "--batch-size", "2", "--num-workers", "2"], capsys)
+    assert err.count("\n") == 1 and f"{'x' * 245}.png: cannot write" in err
+    assert not list(out.glob(".*x.*"))  # no temporary file left behind
+
+
+def test_an_image_unreadable_once_predicting_is_its_user_error(predictor: Predictor,
+                                                               tmp_path: Path) -> None:
+    """An image that fails in a decoding thread (the command checks beforehand; here it is
+    given straight to predict_files) raises its UserError as decoding it here would."""
+    images = [write(tmp_path / f"{k}.png", 20, 20, k) for k in range(4)]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(images[0].read_bytes()[:100])
+    with pytest.raises(UserError) as raised:
+        predict_files(predictor, [*images, bad], tmp_path / "out", progress=False)
+    assert str(raised.value) == f"{bad}: unreadable image (OSError)"

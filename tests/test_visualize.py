@@ -126,11 +126,11 @@ def test_save_png_round_trip(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["m.png", "rgb.png", "sub"]
     with pytest.raises(ValueError, match="float"):
         save_png(np.zeros((4, 4), np.float32), tmp_path / "f.png")
-    # light compression: the first IDAT chunk's zlib header says FLEVEL 1 ("fast", levels
-    # 2 to 5), where PIL's default writes 2 (level 6)
+    # light compression: the first IDAT chunk's zlib header says FLEVEL 0 ("fastest", which
+    # zlib writes for the run-length strategy), where PIL's default writes 2 (level 6)
     data = (tmp_path / "sub" / "rgb.png").read_bytes()
     idat = data.index(b"IDAT") + 4
-    assert data[idat + 1] >> 6 == 1
+    assert data[idat + 1] >> 6 == 0
 
 
 def test_outlines_thicken_with_the_image() -> None:

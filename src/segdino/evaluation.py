@@ -36,6 +36,7 @@ from segdino.data.dataset import Pair
 from segdino.data.masks import MaskFormat
 from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.errors import UserError
+from segdino.inference.background import in_background, run_in_background
 from segdino.inference.predictor import Predictor, to_size
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
@@ -102,19 +103,26 @@ def evaluate(
     loader = DataLoader(EvalImages(pairs, pre, eval_size, mask_format),
                         batch_size=predictor.batch_size, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=predictor.device.type == "cuda")
+
+    predicted = ((predictor.probabilities(images), truths, indices)
+                 for images, truths, indices in progress_bar(loader, progress, desc="testing"))
+    def scored(batch: tuple[torch.Tensor, list[np.ndarray], list[int]]
+               ) -> list[tuple[int, Scores, torch.Tensor]]:
+        done = []
+        for prob, truth, i in zip(*batch, strict=True):
+            full = to_size(prob, truth.shape) if eval_size == "native" else prob.squeeze(0).numpy()
+            pred = predictor.decide(full)
+            done.append((i, metrics.image_scores(pred, truth, classes, hd95, spacing), prob))
+        return done
+
     rows: list[tuple[str, Scores]] = []
+    lowest: list[tuple[float, int, Scores, torch.Tensor]] = []  # the `worst` lowest Dice
     started = time.time()
-    for images, truths, indices in progress_bar(loader, progress, desc="testing"):
-        probs = predictor.probabilities(images)
-        for prob, truth, i in zip(probs, truths, indices, strict=True):
-            if eval_size == "native":
-                prob = to_size(prob, truth.shape)
-            else:
-                prob = prob.squeeze(0).numpy()
-            pred = predictor.decide(prob)
-            rows.append((pairs[i][0].name,
-                         metrics.score(pred, truth, hd95, spacing) if classes == 1 else
-                         metrics.class_scores(pred, truth, classes, hd95, spacing)))
+    # Each batch is scored in a thread while the model runs on the next ones.
+    for batch in in_background(scored, predicted):
+        for i, scores, prob in batch:
+            rows.append((pairs[i][0].name, scores))
+            lowest = sorted([*lowest, (_mean_scores(scores).dice, i, scores, prob)])[:worst]
     seconds = time.time() - started
     summary = {
         **summarise_rows([s for _, s in rows], classes, resamples, seed),
@@ -127,7 +135,7 @@ def evaluate(
     }
     summary["provenance"] = provenance(predictor)
     write_report(rows, summary, out_dir)
-    draw_worst(predictor, pairs, rows, out_dir / "worst", worst, mask_format)
+    draw_worst(predictor, pairs, [low[1:] for low in lowest], out_dir / "worst", mask_format)
     return summary
 
 
@@ -163,20 +171,24 @@ def _mean_scores(scores: Scores) -> metrics.ImageScores:
 
 
 
-def draw_worst(predictor: Predictor, pairs: list[Pair], rows: list, folder: Path, n: int,
+def draw_worst(predictor: Predictor, pairs: list[Pair],
+               worst: list[tuple[int, Scores, torch.Tensor]], folder: Path,
                mask_format: MaskFormat) -> None:
     """Figures (truth and prediction outlined, the image's name, scores and a legend) of the
-    `n` images with the lowest Dice (for K classes, the lowest mean over the classes)."""
-    by_name = {image.name: (image, mask) for image, mask in pairs}
-    ranked = sorted(rows, key=lambda row: _mean_scores(row[1]).dice)
-    for rank, (name, scores) in enumerate(ranked[:n], start=1):
+    images `worst` lists, lowest Dice first (for K classes, the lowest mean over the
+    classes): (index in `pairs`, scores, probabilities at the input size). Drawn in threads."""
+    def draw(ranked: tuple[int, tuple[int, Scores, torch.Tensor]]) -> None:
+        rank, (i, scores, prob) = ranked
         mean = _mean_scores(scores)
-        image_path, mask_path = by_name[name]
+        image_path, mask_path = pairs[i]
         image = load_rgb(image_path)
-        title = caption(name, {"Dice": mean.dice, "IoU": mean.iou, "HD95": mean.hd95})
-        save_png(figure(np.asarray(image), predictor(image), mask_format.read(mask_path),
+        pred = predictor.decide(to_size(prob, (image.height, image.width)))
+        title = caption(image_path.name, {"Dice": mean.dice, "IoU": mean.iou, "HD95": mean.hd95})
+        save_png(figure(np.asarray(image), pred, mask_format.read(mask_path),
                         mask_format.num_classes, title,
                         predictor.model.preprocessing.class_names),
-                 folder / f"{rank:02d}_dice{mean.dice:.3f}_{Path(name).stem}.png")
+                 folder / f"{rank:02d}_dice{mean.dice:.3f}_{image_path.stem}.png")
+
+    run_in_background(draw, enumerate(worst, start=1), workers=2)
 
 

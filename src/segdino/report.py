@@ -24,9 +24,8 @@ import numpy as np
 import segdino.metrics as metrics
 from segdino.atomic import write_text
 from segdino.errors import UserError, first_line
+from segdino.metrics import Scores
 from segdino.statistics import CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_ci
-
-Scores = metrics.ImageScores | list[metrics.ImageScores]  # one image's: binary, or per class
 
 
 def summarise_rows(scores: list[Scores], classes: int, resamples: int = DEFAULT_RESAMPLES,

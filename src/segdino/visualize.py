@@ -12,7 +12,9 @@ and a 256-pixel tile alike. Every file is written atomically.
 text fits), with a strip above it naming the image, its scores and what each colour means.
 PNGs are written with light compression (PNG_COMPRESS_LEVEL): zlib's default level, 6, took
 1.3 to 2 times as long on 1024-pixel pictures, for files 8% (photographic noise) to 60%
-(smooth) smaller, and predict --overlay writes one per image.
+(smooth) smaller, and predict --overlay writes one per image. zlib's run-length strategy
+(Z_RLE) then took a quarter less time than its default one, for files 12% smaller (a noisy
+overlay) and a third the size (a mask).
 
 Class-index maps (K >= 2 classes) use one colour per class, CLASS_COLOURS: black for the
 background (class 0), then the Okabe-Ito colours, then the PASCAL VOC palette. In overlays
@@ -24,6 +26,7 @@ class drawn.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -251,7 +254,8 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
     """Write an H x W (grayscale; bool becomes 0/255) or H x W x 3 (RGB) array as a PNG."""
     image = Image.fromarray(_as_uint8(array))
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL,
+                   compress_type=zlib.Z_RLE)
 
 
 def grid(

@@ -23,7 +23,8 @@ from segdino.bench_report import (
     progress_printer,
 )
 from segdino.benchmark import DEFAULT_ENGINES, FORMAT, bench_inference, bench_training, parse_engine
-from segdino.commands.flags import add_progress
+from segdino.benchmark_end_to_end import bench_end_to_end, format_end_to_end
+from segdino.commands.flags import add_progress, default_workers
 from segdino.errors import UserError
 from segdino.inference.engines import ENGINES
 from segdino.models.decoders import DECODERS, DEFAULT
@@ -45,6 +46,9 @@ def report_path(text: str) -> Path:
             raise UserError(f"--json {path}: exists and is not a segdino bench report; "
                             "refusing to write over it (choose another file)")
     return path
+
+
+COMMAND_BATCH = 8  # segdino test's and predict's default --batch-size
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +76,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stop a row's timed calls after S seconds, if 3 or more ran")
     parser.add_argument("--train-batch", type=int_at_least(0), default=4,
                         help="training batch size; 0 skips training (default 4)")
+    parser.add_argument("--end-to-end", type=int_at_least(0), default=0, metavar="N",
+                        help="also time segdino test and predict (with and without overlays) "
+                        "on N generated JPEGs of Kvasir-SEG's sizes, against the model alone "
+                        f"(batch {COMMAND_BATCH}, as the commands; 0: not run; default 0)")
+    parser.add_argument("--end-to-end-rounds", type=int_at_least(1), default=2, metavar="R",
+                        help="the end-to-end timings' fastest of R rounds (default 2)")
     parser.add_argument("--json", metavar="FILE", type=report_path,
                         help="also write the results as JSON (a new file, or an earlier report)")
     parser.add_argument("--device", metavar="D", type=pick_device,
@@ -110,11 +120,19 @@ def run(args: argparse.Namespace) -> int:
                                        args.repeats, args.budget)
         del model
     compared = compare_decoders(inference, training, parameters)
+    end_to_end, load_s, workers = [], 0.0, default_workers()
+    if args.end_to_end:  # with the first decoder named
+        end_to_end, load_s = bench_end_to_end(args.end_to_end, arch, decoders[0], size,
+                                              COMMAND_BATCH, workers, device,
+                                              args.end_to_end_rounds, progress)
     print(header)
     print(format_table(inference, training, default_label, skipped))
     if len(decoders) > 1:
         print()
         print(format_decoders(compared))
+    if end_to_end:
+        print()
+        print(format_end_to_end(end_to_end, load_s, COMMAND_BATCH, workers))
     if args.json:
         report = {
             "format": FORMAT, "arch": arch, "size": list(size),
@@ -126,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
             "training": [asdict(t) for t in training],
             "skipped": skipped,
             "decoders": [asdict(r) for r in compared],
+            "end_to_end": [asdict(r) for r in end_to_end],
+            **({"end_to_end_load_s": round(load_s, 2), "end_to_end_workers": workers}
+               if end_to_end else {}),
         }
         write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0

@@ -1,7 +1,8 @@
 """`segdino demo`: the whole workflow on a fresh machine, with no weights and no data.
 
 It generates a small synthetic dataset, saves a randomly initialised DINOv3 ViT-S/16 in
-Meta's checkpoint format, trains the decoder on it, tests, and predicts. The numbers show that
+Meta's checkpoint format, trains the decoder on it (from cached backbone features), tests,
+and predicts. The numbers show that
 the pipeline works end to end; real results need the released DINOv3 weights.
 """
 
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**with_recipe(dict(
         data_dir=str(data.parent), dataset=data.name, dino_ckpt=str(weights),
         input_h=args.size, input_w=args.size, epochs=args.epochs, batch_size=8, num_workers=0,
+        cache_features=True,  # the backbone runs once per image, not once per epoch
         seed=args.seed, device=args.device, save_root=str(out), name="run",
         decoder=args.decoder)))
     run_dir = train(cfg, progress=progress)

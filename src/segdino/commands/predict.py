@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from segdino.argtypes import int_at_least
@@ -17,6 +16,8 @@ from segdino.commands.flags import (
     add_progress,
     add_threshold,
     add_tta,
+    add_workers,
+    default_workers,
     progress_bars,
 )
 from segdino.data.files import raise_problems
@@ -27,7 +28,7 @@ from segdino.inference.predict_files import (
     output_stems,
     predict_files,
     uncertainty_maps,
-    why_unreadable,
+    unreadable_images,
 )
 from segdino.inference.predictor import Predictor
 from segdino.models.decoders import ENSEMBLE
@@ -70,6 +71,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="images per forward pass (default 8)")
     parser.add_argument("--device", metavar="D",
                         help="cpu, cuda, cuda:N or mps (default: the best available)")
+    add_workers(parser, default=default_workers(), help_text="threads that decode images, "
+                "and threads that write outputs, beside the model (default: the CPUs available)")
     add_engine_flags(parser)
     add_tta(parser)
     add_progress(parser)
@@ -79,11 +82,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_writable_folder(out, "--out")
     found, problems = find_inputs(args.inputs, args.recursive, out)
-    # Every image is decoded once up front so that all problems show before any work;
-    # PIL releases the GIL while decoding, so threads run in parallel.
-    with ThreadPoolExecutor() as pool:
-        reasons = pool.map(why_unreadable, found)
-        unreadable = {p: why for p, why in zip(found, reasons, strict=True) if why}
+    unreadable = unreadable_images(list(found))
     if not args.skip_bad:
         problems += unreadable.values()
     elif unreadable:
@@ -112,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"segdino predict: warning: {why} (skipped)", file=sys.stderr)
     predict_files(predictor, paths, out, args.probabilities, args.overlay, color=args.color,
                   progress=progress_bars(args), overwrite=args.overwrite,
-                  subfolders=list(found.values()), uncertainty=args.uncertainty)
+                  subfolders=list(found.values()), uncertainty=args.uncertainty,
+                  workers=args.num_workers)
     print(f"{len(paths)} mask(s) written to {out}")
     return 0

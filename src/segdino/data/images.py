@@ -29,9 +29,12 @@ _BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _OPEN_LOCK = threading.Lock()
 
 
-def open_image(path: str | Path) -> Image.Image:
+def open_image(path: str | Path, reduced: bool = False) -> Image.Image:
     """The file's image, fully decoded and upright; a UserError naming the file if it is
-    unreadable (truncated, not an image) or too large to decode safely."""
+    unreadable (truncated, not an image) or too large to decode safely.
+
+    `reduced`, for checking a file only: a JPEG is decoded at an eighth of its size
+    (libjpeg's DCT scaling, about twice as fast), which still reads and checks every byte."""
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -43,6 +46,8 @@ def open_image(path: str | Path) -> Image.Image:
         raise UserError(f"{path}: unreadable image ({type(exc).__name__})") from None
     with im:
         try:
+            if reduced:
+                im.draft(None, (1, 1))  # a no-op for formats other than JPEG
             im.load()  # a full decode: a truncated file passes a header check
             upright = oriented(im)
         except Exception as exc:  # PIL raises many types for bad files

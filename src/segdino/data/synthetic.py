@@ -25,11 +25,11 @@ SPLITS = ("train", "val", "test")
 TINTS = ((1.0, 0.55, 0.35), (0.3, 0.6, 1.0), (0.35, 1.0, 0.4), (1.0, 0.3, 1.0), (1.0, 1.0, 0.3))
 
 
-def _sample(rng: np.random.Generator, size: tuple[int, int], num_classes: int = 1
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """One (H x W x 3 uint8 image, H x W uint8 class mask), its size within 15% of `size`:
-    one or two ellipses of class 1 (binary), or one of each class 1..K-1."""
-    h, w = (int(round(s * rng.uniform(0.85, 1.15))) for s in size)
+def sample_pair(rng: np.random.Generator, size: tuple[int, int], num_classes: int = 1,
+                jitter: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """One (H x W x 3 uint8 image, H x W uint8 class mask), its size within `jitter` (a
+    fraction) of `size`: one or two ellipses of class 1 (binary), or one of each class 1..K-1."""
+    h, w = (int(round(s * rng.uniform(1 - jitter, 1 + jitter))) for s in size)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
     background = rng.uniform(50, 110, 3).astype(np.float32)
@@ -86,7 +86,8 @@ def make_synthetic_dataset(
         image_dir.mkdir(parents=True)
         mask_dir.mkdir()
         for i in range(counts[split]):
-            image, mask = _sample(np.random.default_rng([seed, split_no, i]), size, num_classes)
+            rng = np.random.default_rng([seed, split_no, i])
+            image, mask = sample_pair(rng, size, num_classes)
             # Fast PNG compression: the files are small and written often (tests, demo).
             Image.fromarray(image, "RGB").save(image_dir / f"{i:04d}.png", compress_level=1)
             Image.fromarray(mask * 255 if num_classes == 1 else mask, "L").save(

@@ -9,16 +9,21 @@ import glob
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 from segdino.atomic import folder_problem, write_text
 from segdino.data.files import IMAGE_EXTENSIONS, list_images, raise_problems
+from segdino.data.images import open_image
 from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
-from segdino.inference.predictor import Predictor, chunks
+from segdino.inference.background import in_background
+from segdino.inference.predictor import Predictor, chunks, to_size
 from segdino.inference.uncertainty import REVIEW, disagreement_map, entropy_map, write_review
 from segdino.progress import progress_bar
 from segdino.visualize import colour_mask, figure, save_png
@@ -177,6 +182,7 @@ def predict_files(
     overwrite: bool = False,
     subfolders: Sequence[str | os.PathLike] | None = None,
     uncertainty: bool = False,
+    workers: int = 2,
 ) -> None:
     """Write `out/<stem>.png` (a 0/255 mask at the image's size; for K classes, its class
     indices 0..K-1) for each image file, and `<stem>_prob.png` (probabilities x 255; for K
@@ -185,6 +191,7 @@ def predict_files(
     `subfolders` (one per image) puts an image's files in that sub-folder of `out`.
     `uncertainty` adds `<stem>_uncertainty.png` (and for an ensemble `_disagreement.png`),
     0-255 for 0-1 (`segdino.inference.uncertainty`), and `out/review.csv`.
+    Images are decoded, and outputs written, by `workers` threads each, beside the model.
 
     Nothing is written, and a UserError raised, when two images would write the same file,
     or an output would replace an input image, or a file that predict did not write before
@@ -203,28 +210,44 @@ def predict_files(
     review = []
     write_text(out / MANIFEST, json.dumps({"written_by": "segdino predict",
                                            "files": sorted(written)}, indent=1) + "\n")
+
+    def decoded(path: Path) -> tuple[Image.Image, torch.Tensor]:
+        image = load_rgb(path)
+        return image, predictor.preprocess(image)
+
+    def predicted() -> Iterator[tuple]:
+        # Images are decoded and resized in threads ahead of the model, two batches' worth.
+        ahead = in_background(decoded, paths, workers, ahead=2 * predictor.batch_size)
+        for chunk in chunks(zip(paths, names, ahead, strict=True), predictor.batch_size):
+            probs = predictor.probabilities(torch.stack([x for _, _, (_, x) in chunk]))
+            members = (predictor.member_probabilities([image for _, _, (image, _) in chunk])
+                       if "disagreement" in maps else [None] * len(chunk))
+            for (path, files, (image, _)), prob, member in zip(chunk, probs, members,
+                                                               strict=True):
+                yield path, files, image, prob, member
+
+    def write(item: tuple) -> dict | None:
+        path, files, image, prob, member = item
+        full = to_size(prob, (image.height, image.width))
+        mask = predictor.decide(full)
+        save_png(mask, out / files["mask"])
+        if "prob" in files:
+            chosen = full if classes == 1 else full.max(0)
+            save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
+        if "overlay" in files:
+            save_png(figure(np.asarray(image), pred=mask, num_classes=classes,
+                            title=path.name, class_names=class_names), out / files["overlay"])
+        if "color" in files:
+            save_png(colour_mask(mask), out / files["color"])
+        return _write_uncertainty(full, member, files, out, str(path)) if maps else None
+
+    # Outputs are written in threads while the model runs on the next images.
     with progress_bar(total=len(paths), wanted=progress, unit="image",
                       desc="predicting") as bar:
-        for chunk in chunks(list(zip(paths, names, strict=True)), predictor.batch_size):
-            images = [load_rgb(p) for p, _ in chunk]
-            results = predictor(images, return_probabilities=True)
-            members = (predictor.member_probabilities(images) if "disagreement" in maps
-                       else [None] * len(images))
-            for (path, files), image, (mask, prob), member in zip(
-                    chunk, images, results, members, strict=True):
-                save_png(mask, out / files["mask"])
-                if maps:
-                    review.append(_write_uncertainty(prob, member, files, out, str(path)))
-                if "prob" in files:
-                    chosen = prob if classes == 1 else prob.max(0)
-                    save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
-                if "overlay" in files:
-                    save_png(figure(np.asarray(image), pred=mask, num_classes=classes,
-                                    title=path.name, class_names=class_names),
-                             out / files["overlay"])
-                if "color" in files:
-                    save_png(colour_mask(mask), out / files["color"])
-                bar.update()
+        for row in in_background(write, predicted(), workers):
+            if row is not None:
+                review.append(row)
+            bar.update()
     if review:
         write_review(review, out / REVIEW)
 
@@ -242,9 +265,17 @@ def _write_uncertainty(prob: np.ndarray, members: list[np.ndarray] | None,
     return row
 
 
-def why_unreadable(path: Path) -> str | None:
+def _why_unreadable(path: Path) -> str | None:
     try:
-        load_rgb(path)  # a full decode: a truncated file passes a header check
+        open_image(path, reduced=True)  # every byte decoded: a truncated file fails
     except UserError as exc:
         return str(exc)
     return None
+
+
+def unreadable_images(paths: Sequence[Path]) -> dict[Path, str]:
+    """Why each image that cannot be decoded cannot, by path; decoded in threads (PIL
+    releases the GIL while decoding), so that all problems show before any work."""
+    with ThreadPoolExecutor() as pool:
+        reasons = pool.map(_why_unreadable, paths)
+        return {p: why for p, why in zip(paths, reasons, strict=True) if why}

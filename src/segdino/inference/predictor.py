@@ -12,7 +12,7 @@ resized, and each pixel takes the most probable class (uint8 class indices, 0 th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import TypeVar
 
@@ -34,7 +34,7 @@ Prediction = np.ndarray | tuple[np.ndarray, np.ndarray]
 T = TypeVar("T")
 
 
-def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk

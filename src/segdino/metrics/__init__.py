@@ -37,8 +37,9 @@ from segdino.metrics.overlap import as_masks, dice, iou, precision, recall
 from segdino.metrics.surface import HD95_VARIANTS, hd95, hd95_medpy, hd95_reference, hd95_v2
 
 __all__ = [
-    "HD95_VARIANTS", "METRICS", "ImageScores", "class_pairs", "class_scores", "dice",
-    "foreground_mean", "hd95", "hd95_medpy", "hd95_reference", "hd95_v2", "iou", "mean_scores",
+    "HD95_VARIANTS", "METRICS", "ImageScores", "Scores", "class_pairs", "class_scores", "dice",
+    "foreground_mean", "hd95", "hd95_medpy", "hd95_reference", "hd95_v2", "image_scores", "iou",
+    "mean_scores",
     "precision", "recall", "score", "summarise", "summarise_classes",
 ]
 
@@ -52,6 +53,9 @@ class ImageScores:
     precision: float
     recall: float
     hd95: float
+
+
+Scores = ImageScores | list[ImageScores]  # one image's: binary, or per class
 
 
 def score(
@@ -144,6 +148,14 @@ def class_scores(
 ) -> list[ImageScores]:
     """`score` of each foreground class 1..K-1 of one image's class maps, in class order."""
     return [score(p, t, hd95, spacing) for p, t in class_pairs(pred, truth, num_classes)]
+
+
+def image_scores(pred: np.ndarray, truth: np.ndarray, num_classes: int = 1,
+                 hd95: str = "standard", spacing: tuple[float, float] = (1.0, 1.0)) -> Scores:
+    """One image's scores: `score` of its masks (one class), else `class_scores`."""
+    if num_classes == 1:
+        return score(pred, truth, hd95, spacing)
+    return class_scores(pred, truth, num_classes, hd95, spacing)
 
 
 def mean_scores(scores: Sequence[ImageScores]) -> ImageScores:
