@@ -150,7 +150,7 @@ def bench_end_to_end(
                 for name, seconds in times.items():
                     key = (predictor.precision, name)
                     best[key] = min(best.get(key, seconds), seconds)
-        rows = [EndToEndRow(name, precision, n, round(seconds, 2), round(n / seconds, 2),
+        rows = [EndToEndRow(name, precision, n, round(seconds, 4), round(n / seconds, 2),
                             round(best[precision, "model only"] / seconds, 2))
                 for (precision, name), seconds in best.items()]
     return rows, load_s
