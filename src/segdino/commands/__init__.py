@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("segdino.commands.bench", "inference and training speed, engine by engine"),
     "publish": ("segdino.commands.publish", "a run as a Hugging Face model folder with its model "
                 "card; --push uploads it"),
+    "app": ("segdino.commands.app", "a web page to segment images, review a test report and "
+            "correct masks (pip install segdino[app])"),
 }
 
 
