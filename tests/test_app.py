@@ -21,6 +21,7 @@ from segdino.checkpoints.format import save_segdino
 from segdino.commands import main
 from segdino.data.dataset import find_pairs
 from segdino.data.synthetic import make_synthetic_dataset
+from segdino.errors import UserError
 from segdino.evaluation import evaluate
 from segdino.inference.predictor import Predictor
 from segdino.models.segdino import SegDINO
@@ -28,8 +29,11 @@ from segdino.models.segdino import SegDINO
 pytest.importorskip("gradio", reason="segdino[app] is not installed")
 from gradio_client import Client, handle_file  # noqa: E402
 
+from segdino.app.correct import painted_mask, save_correction, starting_layer  # noqa: E402
 from segdino.app.model import load_predictor  # noqa: E402
 from segdino.app.page import build_page, serve  # noqa: E402
+
+THRESHOLD = 0.47  # the tiny random model's: masks that overlap the truth, Dice all different
 
 
 def free_port() -> int:
@@ -46,6 +50,7 @@ def app_server(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     model = SegDINO(load_backbone(FIXTURES / "dinov3" / "tiny_mlp.pth"))
     model.preprocessing.input_size = (32, 32)
+    model.preprocessing.threshold = THRESHOLD
     save_segdino(model, root / "tiny.safetensors", FIXTURES / "dinov3" / "tiny_mlp.pth")
     data = make_synthetic_dataset(root / "data" / "synth", n_train=2, n_val=1, n_test=3,
                                   size=(40, 56), seed=2)
@@ -66,11 +71,11 @@ def client(app_server: dict) -> Client:
 
 def test_uploaded_images_give_predictors_masks(app_server: dict, client: Client) -> None:
     images = sorted((app_server["data"] / "test" / "image").iterdir())[:2]
-    _, summary, problems = client.predict([handle_file(str(p)) for p in images], "", 0.5, 1.0,
-                                          api_name="/segment")
+    _, summary, problems = client.predict([handle_file(str(p)) for p in images], "",
+                                          THRESHOLD, 1.0, api_name="/segment")
     assert problems == ""
     reference = Predictor.from_checkpoint(app_server["ckpt"])
-    files = client.predict(0.5, api_name="/masks")
+    files = client.predict(THRESHOLD, api_name="/masks")
     assert [Path(f).name for f in files] == ["masks.zip", *(f"{p.stem}.png" for p in images)]
     for image, mask_file in zip(images, files[1:], strict=True):
         expected = reference(image)
@@ -94,6 +99,50 @@ def test_a_bad_file_is_one_line_on_the_page(app_server: dict, client: Client,
         "as a pattern",
         "**error:** broken.png: unreadable image (UnidentifiedImageError)"]
     assert good.name in summary  # the good one is still segmented, by the same server
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_a_report_is_paged_worst_first_as_its_worst_overlays(app_server: dict,
+                                                             client: Client) -> None:
+    # segdino test drew worst/01_..., 02_..., from the lowest Dice, with the same model
+    drawn = sorted((app_server["report"] / "worst").iterdir())
+    assert len(drawn) == 3
+    _, first, status = client.predict(str(app_server["report"]), api_name="/open_report")
+    assert status == "1 of 3"
+    shown = [first] + [client.predict(rank, api_name="/review")[0] for rank in (2, 3)]
+    for picture, overlay in zip(shown, drawn, strict=True):
+        assert np.array_equal(read_png(picture), read_png(overlay)), overlay.name
+    _, _, problems = client.predict(str(app_server["data"]), api_name="/open_report")
+    assert problems == (f"**error:** {app_server['data'] / 'summary.json'}: not a segdino "
+                        "test report (No such file or directory)")
+
+
+def test_a_correction_is_saved_once_unless_replacing(tmp_path: Path) -> None:
+    dataset = tmp_path / "ds"
+    image_path = tmp_path / "upload" / "case.png"
+    image_path.parent.mkdir()
+    image = np.random.default_rng(0).integers(0, 255, (30, 20, 3), np.uint8)
+    Image.fromarray(image).save(image_path)
+    mask = np.zeros((30, 20), bool)
+    mask[5:20, 3:9] = True
+    layer = starting_layer(image, mask)
+    assert np.array_equal(painted_mask(layer, (30, 20)), mask)
+    assert np.array_equal(painted_mask(np.repeat(np.repeat(layer, 2, 0), 2, 1), (30, 20)), mask)
+    save_correction(mask, image_path, dataset, replace=False)
+    (pair,) = find_pairs(dataset / "train")  # what training will read
+    assert pair == (dataset / "train" / "image" / "case.png",
+                    dataset / "train" / "mask" / "case.png")
+    assert np.array_equal(np.asarray(Image.open(pair[0])), image)
+    assert set(np.unique(np.asarray(Image.open(pair[1])))) == {0, 255}
+    with pytest.raises(UserError, match="case.png: exists .tick 'Replace"):
+        save_correction(~mask, image_path, dataset, replace=False)
+    assert np.array_equal(np.asarray(Image.open(pair[1])) == 255, mask)  # untouched
+    save_correction(~mask, image_path, dataset, replace=True)
+    assert np.array_equal(np.asarray(Image.open(pair[1])) == 255, ~mask)
 
 
 def test_without_gradio_the_command_names_the_extra(monkeypatch, capsys) -> None:

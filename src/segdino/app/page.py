@@ -7,6 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from segdino.app.correct import correct_tab
+from segdino.app.review import review_tab
 from segdino.app.segment import segment_tab
 from segdino.errors import UserError
 from segdino.inference.predictor import Predictor
@@ -20,6 +22,10 @@ def build_page(predictor: Predictor | None, dataset: Path | None = None) -> gr.B
         gr.Markdown("# segdino")
         with gr.Tab("Segment"):
             segment_tab(predictor)
+        with gr.Tab("Review a test run"):
+            review_tab(predictor, dataset)
+        with gr.Tab("Correct"):
+            correct_tab(predictor, dataset)
     return page
 
 
