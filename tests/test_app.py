@@ -6,6 +6,7 @@ a corrected mask is saved without overwriting.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -153,3 +154,78 @@ def test_without_gradio_the_command_names_the_extra(monkeypatch, capsys) -> None
     assert main(["app"]) == 2
     assert capsys.readouterr().err == ("segdino app: error: segdino app needs Gradio: "
                                        "pip install segdino[app]\n")
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `make test` installs it where it can
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium, as root)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_in_a_browser_the_threshold_slider_redraws(app_server: dict, browser,
+                                                   tmp_path: Path) -> None:
+    """Upload, segment, move the threshold slider, read the page; and a screenshot of each
+    tab (into $SEGDINO_SCREENSHOTS when set: the README's come from there)."""
+    shots = Path(os.environ.get("SEGDINO_SCREENSHOTS", tmp_path))
+    image = sorted((app_server["data"] / "test" / "image").iterdir())[0]
+    reference = Predictor.from_checkpoint(app_server["ckpt"])
+    _, prob = reference(image, return_probabilities=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_server["url"])
+    page.locator("#segment-images input[type=file]").set_input_files(str(image))
+    page.get_by_role("button", name="Segment", exact=True).click()
+    summary = page.locator("#segment-summary")
+    expected = f"foreground {int((prob > THRESHOLD).sum())} px"
+    summary.get_by_text(expected).wait_for()
+    page.locator("#threshold input[type=range]").focus()
+    for _ in range(3):  # three steps of 0.01 down, as the arrow keys move the slider
+        page.keyboard.press("ArrowLeft")
+    lower = round(THRESHOLD - 0.03, 2)
+    summary.get_by_text(f"foreground {int((prob > lower).sum())} px").wait_for()
+    assert f"at threshold {lower:.2f}" in summary.inner_text()
+    page.screenshot(path=shots / "app_segment.png", full_page=True)
+
+    page.get_by_role("tab", name="Review a test run").click()
+    page.get_by_role("button", name="Open").wait_for()
+    page.get_by_label("Report folder").fill(str(app_server["report"]))
+    page.get_by_role("button", name="Open").click()
+    page.get_by_text("1 of 3").wait_for()
+    page.screenshot(path=shots / "app_review.png", full_page=True)
+
+    # a test image that the training split lacks, its prediction saved as drawn
+    page.get_by_role("tab", name="Correct").click()
+    page.get_by_role("button", name="Load into the editor").wait_for()  # the tab is drawn
+    new = sorted((app_server["data"] / "test" / "image").iterdir())[2]
+    train = app_server["data"] / "train"
+    assert not (train / "mask" / new.name).exists()
+    page.locator("#correct-image input[type=file]").set_input_files(str(new))
+    page.locator("#correct-image").get_by_text(new.name).wait_for()
+    page.get_by_role("button", name="Load into the editor").click()
+    page.get_by_text("Upload an image").wait_for(state="hidden")  # it is loading
+    page.get_by_text("processing |").wait_for(state="hidden")
+    page.get_by_role("button", name="Save", exact=True).click()
+    message = page.locator("#correct-message")
+    message.get_by_text("saved").wait_for()
+    assert message.inner_text() == (f"saved {train / 'mask' / new.name}, "
+                                    f"{train / 'image' / new.name}")
+    with Image.open(train / "mask" / new.name) as im:
+        assert np.array_equal(np.asarray(im) == 255, reference(new))
+    page.screenshot(path=shots / "app_correct.png", full_page=True)
+    page.get_by_role("button", name="Save", exact=True).click()
+    message.get_by_text("exists").wait_for()
+    assert message.inner_text() == (f"error: {train / 'mask' / new.name}: exists (tick 'Replace "
+                                    "an existing mask of this name' to overwrite it)")
+    for name in ("app_segment", "app_review", "app_correct"):
+        with Image.open(shots / f"{name}.png") as im:
+            assert im.width == 1280 and len(im.getcolors(1 << 16) or range(1 << 16)) > 50

@@ -64,6 +64,15 @@ def starting_layer(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return layer
 
 
+def editor_value(image: np.ndarray, mask: np.ndarray) -> dict:
+    """What the editor starts from: the image, the mask as its paint layer, and the two
+    composed (without the composite, Gradio's editor does not show the layer)."""
+    layer = starting_layer(image, mask)
+    alpha = layer[..., 3:] / 255
+    composite = np.round(image * (1 - alpha) + layer[..., :3] * alpha).astype(np.uint8)
+    return {"background": image, "layers": [layer], "composite": composite}
+
+
 def painted_mask(layer: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The mask a paint layer holds (any paint counts), at `shape` = (h, w)."""
     painted = layer[..., 3] > 0
@@ -99,7 +108,7 @@ def correct_tab(predictor: Predictor | None, dataset: Path | None) -> None:
                 "--dino-ckpt WEIGHTS --name NAME` (a new run), or continue a run with more "
                 "epochs: `segdino train --resume runs/NAME --epochs N`.")
     with gr.Row():
-        upload = gr.File(label="Image", file_types=["image"])
+        upload = gr.File(label="Image", file_types=["image"], elem_id="correct-image")
         with gr.Column():
             start = gr.Radio(["prediction", "existing mask", "empty"], value="prediction"
                              if predictor else "existing mask", label="Start from")
@@ -110,7 +119,7 @@ def correct_tab(predictor: Predictor | None, dataset: Path | None) -> None:
     with gr.Row():
         replace = gr.Checkbox(label=REPLACE)
         save = gr.Button("Save", variant="primary")
-    message = gr.Markdown()
+    message = gr.Markdown(elem_id="correct-message")
 
     def on_load(path, how):
         if not path:
@@ -120,8 +129,7 @@ def correct_tab(predictor: Predictor | None, dataset: Path | None) -> None:
             mask = _start_mask(Path(path), image, how, predictor, dataset)
         except UserError as exc:
             return gr.update(), f"**error:** {str(exc).replace(str(path), Path(path).name)}"
-        return {"background": image, "layers": [starting_layer(image, mask)],
-                "composite": None}, ""
+        return editor_value(image, mask), ""
 
     def on_save(path, value, confirmed):
         if not path or not value or not value.get("layers"):

@@ -118,7 +118,8 @@ def segment_tab(predictor: Predictor | None) -> None:
     class_names = predictor.model.preprocessing.class_names
     binary = predictor.model.num_classes == 1
     with gr.Row():
-        files = gr.File(label="Images", file_count="multiple", file_types=["image"])
+        files = gr.File(label="Images", file_count="multiple", file_types=["image"],
+                        elem_id="segment-images")
         with gr.Column():
             folder = gr.Textbox(label="or a folder of images on this machine")
             run = gr.Button("Segment", variant="primary")
@@ -129,7 +130,7 @@ def segment_tab(predictor: Predictor | None) -> None:
     problems = gr.Markdown(elem_id="segment-problems")
     summary = gr.Markdown(elem_id="segment-summary")
     gallery = gr.Gallery(label="Overlay and probability (yellow: prediction)", columns=2,
-                         format="png", height="auto")
+                         format="png", object_fit="contain", height=480)
     download = gr.Button("Masks to download")
     masks = gr.File(label="Masks (0/255 PNG at each image's size) and masks.zip",
                     file_count="multiple")
