@@ -129,6 +129,9 @@ def evaluate(
         "images_per_second": round(len(rows) / seconds, 2),
         "eval_size": eval_size, "hd95_variant": hd95, "spacing": list(spacing),
         "input_size": list(pre.input_size),
+        # where the images and masks are, so that the report can be looked through later
+        "image_dir": str(pairs[0][0].parent.absolute()),
+        "mask_dir": str(pairs[0][1].parent.absolute()),
         **({"threshold": pre.threshold} if classes == 1 else
            {"num_classes": classes, "class_names": pre.class_names, "class_map": pre.class_map,
             "ignore_index": pre.ignore_index}),
@@ -181,14 +184,20 @@ def draw_worst(predictor: Predictor, pairs: list[Pair],
         rank, (i, scores, prob) = ranked
         mean = _mean_scores(scores)
         image_path, mask_path = pairs[i]
-        image = load_rgb(image_path)
-        pred = predictor.decide(to_size(prob, (image.height, image.width)))
-        title = caption(image_path.name, {"Dice": mean.dice, "IoU": mean.iou, "HD95": mean.hd95})
-        save_png(figure(np.asarray(image), pred, mask_format.read(mask_path),
-                        mask_format.num_classes, title,
-                        predictor.model.preprocessing.class_names),
+        image = np.asarray(load_rgb(image_path))
+        pred = predictor.decide(to_size(prob, image.shape[:2]))
+        save_png(scored_figure(image, pred, mask_format.read(mask_path), image_path.name,
+                               mean, mask_format.num_classes,
+                               predictor.model.preprocessing.class_names),
                  folder / f"{rank:02d}_dice{mean.dice:.3f}_{image_path.stem}.png")
 
     run_in_background(draw, enumerate(worst, start=1), workers=2)
 
 
+def scored_figure(image: np.ndarray, pred: np.ndarray | None, truth: np.ndarray, name: str,
+                  scores: metrics.ImageScores, num_classes: int = 1,
+                  class_names: list[str] | None = None) -> np.ndarray:
+    """How a report shows one image: truth and prediction outlined, under its name, its Dice,
+    IoU and HD95 (for K classes, their means over the classes) and a legend."""
+    title = caption(name, {"Dice": scores.dice, "IoU": scores.iou, "HD95": scores.hd95})
+    return figure(image, pred, truth, num_classes, title, class_names)

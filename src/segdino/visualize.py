@@ -188,9 +188,11 @@ def figure(
     title: str = "",
     class_names: Sequence[str] | None = None,
     size: tuple[int, int] | None = None,
+    opacity: float = 1.0,
 ) -> np.ndarray:
     """The overlay of `pred` and `truth` on `image`, drawn at `size` = (w, h) (default: the
-    image's `fitted`), under a strip with `title` and the legend."""
+    image's `fitted`), under a strip with `title` and the legend; `opacity` below 1 fades
+    the drawing into the image (0: the image alone)."""
     height, width = image.shape[:2]
     size = size or fitted((width, height))
     if size != (width, height):
@@ -201,6 +203,8 @@ def figure(
                                 Image.Resampling.NEAREST)
                        for m, name in ((pred, "prediction"), (truth, "truth")))
     drawn = overlay(image, pred, truth, num_classes)
+    if opacity != 1:
+        drawn = np.round(image + opacity * (drawn.astype(np.float32) - image)).astype(np.uint8)
     strip = _strip(size[0], title, legend(pred, truth, num_classes, class_names))
     return np.concatenate([strip, drawn])
 

@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "the backbone once, every decoder, probabilities averaged"),
     "publish": ("segdino.commands.publish", "a run as a Hugging Face model folder with its model "
                 "card; --push uploads it"),
+    "app": ("segdino.commands.app", "a web page to segment images, review a test report and "
+            "correct masks (pip install segdino[app])"),
 }
 
 
