@@ -33,6 +33,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from segdino.app.correct import painted_mask, save_correction, starting_layer  # noqa: E402
 from segdino.app.model import load_predictor  # noqa: E402
 from segdino.app.page import build_page, serve  # noqa: E402
+from segdino.app.segment import HEAT_MAP, Segmented, render  # noqa: E402
 
 THRESHOLD = 0.47  # the tiny random model's: masks that overlap the truth, Dice all different
 
@@ -72,9 +73,11 @@ def client(app_server: dict) -> Client:
 
 def test_uploaded_images_give_predictors_masks(app_server: dict, client: Client) -> None:
     images = sorted((app_server["data"] / "test" / "image").iterdir())[:2]
-    _, summary, problems = client.predict([handle_file(str(p)) for p in images], "",
-                                          THRESHOLD, 1.0, api_name="/segment")
+    gallery, summary, problems = client.predict([handle_file(str(p)) for p in images], "",
+                                                THRESHOLD, 1.0, api_name="/segment")
     assert problems == ""
+    assert [item["caption"] for item in gallery] == [
+        f"{p.name}: {view}" for p in images for view in ("overlay", "probability", "uncertainty")]
     reference = Predictor.from_checkpoint(app_server["ckpt"])
     files = client.predict(THRESHOLD, api_name="/masks")
     assert [Path(f).name for f in files] == ["masks.zip", *(f"{p.stem}.png" for p in images)]
@@ -85,6 +88,24 @@ def test_uploaded_images_give_predictors_masks(app_server: dict, client: Client)
         assert set(np.unique(mask)) <= {0, 255}
         assert np.array_equal(mask == 255, expected)
         assert f"foreground {int(expected.sum())} px" in summary
+
+
+def test_uncertainty_is_the_entropy_of_the_probability() -> None:
+    """A pixel at probability 0.5 holds one bit (the colour map's top), one at 0 or 1 none
+    (its bottom); for 4 classes, equal shares are log2(4) bits, normalised to 1."""
+    binary = np.zeros((8, 8), dtype=np.float32)
+    binary[:, :4], binary[:, 6:] = 0.5, 1.0
+    classes = np.zeros((4, 8, 8), dtype=np.float32)
+    classes[:, :, :4], classes[0, :, 4:] = 0.25, 1.0
+    top, bottom = (np.round(np.asarray(HEAT_MAP(v)[:3]) * 255) for v in (1.0, 0.0))
+    for prob in (binary, classes):
+        item = Segmented("x.png", np.zeros((8, 8, 3), dtype=np.uint8), prob)
+        gallery, _ = render([item], 0.5, 1.0, None)
+        uncertainty = gallery[2][0]
+        side = uncertainty.shape[1]  # drawn larger, square as the image; away from the edge:
+        assert uncertainty.shape[0] == side
+        assert np.abs(uncertainty[:, : side * 3 // 8].astype(int) - top).max() <= 1
+        assert np.abs(uncertainty[:, side * 5 // 8 :].astype(int) - bottom).max() <= 1
 
 
 def test_a_bad_file_is_one_line_on_the_page(app_server: dict, client: Client,

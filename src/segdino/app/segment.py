@@ -20,6 +20,7 @@ from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
 from segdino.inference.predict_files import find_inputs
 from segdino.inference.predictor import Predictor
+from segdino.inference.uncertainty import entropy_map
 from segdino.visualize import figure, fitted, save_png
 
 HEAT_MAP = colormaps["viridis"]  # perceptually even, and readable with colour blindness
@@ -83,7 +84,8 @@ def describe(item: Segmented, mask: np.ndarray, threshold: float,
 
 def render(items: list[Segmented], threshold: float, opacity: float,
            class_names: list[str] | None) -> tuple[list[tuple[np.ndarray, str]], str]:
-    """The gallery (each image's overlay, then its heat map) and the lines `describe` gives."""
+    """The gallery (each image's overlay, its probability, and its uncertainty: the entropy
+    of the probability, for an ensemble of its members' mean) and the lines `describe` gives."""
     gallery, lines = [], []
     for item in items:
         mask = mask_of(item, threshold)
@@ -92,6 +94,8 @@ def render(items: list[Segmented], threshold: float, opacity: float,
         gallery.append((figure(item.image, mask, None, classes, item.name, class_names,
                                opacity=opacity), f"{item.name}: overlay"))
         gallery.append((heat_map(item.prob, fitted((w, h))), f"{item.name}: probability"))
+        gallery.append((heat_map(entropy_map(item.prob), fitted((w, h))),
+                        f"{item.name}: uncertainty"))
         lines.append("- " + describe(item, mask, threshold, class_names))
     return gallery, "\n".join(lines)
 
@@ -129,8 +133,8 @@ def segment_tab(predictor: Predictor | None) -> None:
         opacity = gr.Slider(0, 1, 1, step=0.05, label="Overlay opacity", elem_id="opacity")
     problems = gr.Markdown(elem_id="segment-problems")
     summary = gr.Markdown(elem_id="segment-summary")
-    gallery = gr.Gallery(label="Overlay and probability (yellow: prediction)", columns=2,
-                         format="png", object_fit="contain", height=480)
+    gallery = gr.Gallery(label="Overlay, probability and uncertainty (yellow: prediction)",
+                         columns=3, format="png", object_fit="contain", height=480)
     download = gr.Button("Masks to download")
     masks = gr.File(label="Masks (0/255 PNG at each image's size) and masks.zip",
                     file_count="multiple")
