@@ -26,6 +26,7 @@ from segdino.errors import UserError
 from segdino.evaluation import evaluate
 from segdino.inference.predictor import Predictor
 from segdino.models.segdino import SegDINO
+from segdino.visualize import save_jpeg
 
 pytest.importorskip("gradio", reason="segdino[app] is not installed")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -128,8 +129,8 @@ def read_png(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def test_a_report_is_paged_worst_first_as_its_worst_overlays(app_server: dict,
-                                                             client: Client) -> None:
+def test_a_report_is_paged_worst_first_as_its_worst_overlays(app_server: dict, client: Client,
+                                                             tmp_path: Path) -> None:
     # segdino test drew worst/01_..., 02_..., from the lowest Dice, with the same model
     drawn = sorted((app_server["report"] / "worst").iterdir())
     assert len(drawn) == 3
@@ -137,7 +138,9 @@ def test_a_report_is_paged_worst_first_as_its_worst_overlays(app_server: dict,
     assert status == "1 of 3"
     shown = [first] + [client.predict(rank, api_name="/review")[0] for rank in (2, 3)]
     for picture, overlay in zip(shown, drawn, strict=True):
-        assert np.array_equal(read_png(picture), read_png(overlay)), overlay.name
+        # the report's figures are JPEGs: the page's picture, encoded alike, is the same file
+        save_jpeg(read_png(picture), tmp_path / overlay.name)
+        assert np.array_equal(read_png(tmp_path / overlay.name), read_png(overlay)), overlay.name
     _, _, problems = client.predict(str(app_server["data"]), api_name="/open_report")
     assert problems == (f"**error:** {app_server['data'] / 'summary.json'}: not a segdino "
                         "test report (No such file or directory)")

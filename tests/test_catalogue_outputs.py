@@ -36,9 +36,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
         ["{t}/users/scan_prob.png"]),
     "predict --color over the user's _color.png": (
         "predict {ckpt} {t}/img/scan.png --out {t}/users --color", ["{t}/users/scan_color.png"]),
-    "predict --overlay where _overlay.png is a folder": (
+    "predict --overlay where _overlay.jpg is a folder": (
         "predict {ckpt} {t}/img/scan.png --out {t}/users --overlay",
-        ["{t}/users/scan_overlay.png"]),
+        ["{t}/users/scan_overlay.jpg"]),
     "predict --recursive over the user's file in a sub-folder": (
         "predict {ckpt} {t}/tree --recursive --out {t}/users", ["{t}/users/a/x.png"]),
     "predict --recursive where a sub-folder is a file": (
@@ -170,7 +170,7 @@ def world(tmp_path: Path, tiny_run: dict[str, Path]) -> dict[str, Path]:
     (t / "users" / "a").mkdir(parents=True)
     for name in ("scan_prob.png", "scan_color.png", "a/x.png"):
         (t / "users" / name).write_bytes(b"the user's")
-    (t / "users" / "scan_overlay.png").mkdir()
+    (t / "users" / "scan_overlay.jpg").mkdir()
     (t / "blocked").mkdir()
     (t / "blocked" / "b").write_text("a file where predict would make a folder")
     (t / "file.txt").write_text("a file")

@@ -356,7 +356,7 @@ def test_train_test_predict_three_classes(tmp_path: Path, data: Path, capsys) ->
     assert summary["class_names"] == ["background", "warm", "cold"]
     assert summary["dice"] == pytest.approx(
         np.mean([float(r["dice_mean"]) for r in rows[:-1]]), abs=1e-6)
-    assert len(list((tmp_path / "t" / "worst").glob("*.png"))) == 3
+    assert len(list((tmp_path / "t" / "worst").glob("*.jpg"))) == 3
 
     assert predict_and_check(best, data / "synth" / "test", tmp_path / "pred") <= {0, 1, 2}
 
@@ -386,7 +386,7 @@ def predict_and_check(ckpt: Path, split: Path, out: Path) -> set[int]:
             assert (colour[written == c] == rgb).all()
         with Image.open(out / f"{image.stem}_prob.png") as im:
             assert np.abs(np.asarray(im) - prob.max(0) * 255).max() <= 0.5 + 1e-3
-        with Image.open(out / f"{image.stem}_overlay.png") as im:  # under a strip: name, legend
+        with Image.open(out / f"{image.stem}_overlay.jpg") as im:  # under a strip: name, legend
             assert im.mode == "RGB" and im.width == fitted(size)[0]
             assert im.height > fitted(size)[1]
         seen |= set(np.unique(written).tolist())

@@ -169,7 +169,7 @@ def test_cli_writes_masks(tmp_path: Path, model_256: SegDINO, capsys) -> None:
     for path in images:
         with Image.open(path) as im:
             size = im.size
-        expected_files += [f"{path.stem}.png", f"{path.stem}_prob.png", f"{path.stem}_overlay.png"]
+        expected_files += [f"{path.stem}.png", f"{path.stem}_prob.png", f"{path.stem}_overlay.jpg"]
         ref_mask, ref_prob = reference(path, return_probabilities=True)
         with Image.open(out / f"{path.stem}.png") as im:
             assert im.mode == "L" and im.size == size
@@ -179,8 +179,8 @@ def test_cli_writes_masks(tmp_path: Path, model_256: SegDINO, capsys) -> None:
         with Image.open(out / f"{path.stem}_prob.png") as im:
             assert im.mode == "L" and im.size == size
             assert np.abs(np.asarray(im) - ref_prob * 255).max() <= 0.5 + 1e-3
-        with Image.open(out / f"{path.stem}_overlay.png") as im:  # under a strip: name, legend
-            assert im.mode == "RGB" and im.width == fitted(size)[0]
+        with Image.open(out / f"{path.stem}_overlay.jpg") as im:  # under a strip: name, legend
+            assert im.format == "JPEG" and im.mode == "RGB" and im.width == fitted(size)[0]
             assert im.height > fitted(size)[1]
     assert sorted(p.name for p in out.iterdir()) == sorted([*expected_files, MANIFEST])
 
@@ -224,11 +224,11 @@ def test_cli_duplicate_stems_and_overwriting_inputs(tmp_path: Path, capsys) -> N
     out = tmp_path / "out"
     err = run_failing(["predict", str(CKPT), str(first), str(second), "--out", str(out)], capsys)
     assert err.count("\n") == 1 and str(first) in err and str(second) in err
-    # with --overlay, scan.png's overlay and scan_overlay.jpg's mask are one file
+    # with --overlay, scan.png's overlay would replace the input scan_overlay.jpg
     other = write(tmp_path / "two" / "scan_overlay.jpg", 20, 20, 2)
-    err = run_failing(["predict", str(CKPT), str(first), str(other), "--out", str(out),
+    err = run_failing(["predict", str(CKPT), str(first), str(other), "--out", str(other.parent),
                        "--overlay"], capsys)
-    assert "scan_overlay.png" in err and str(other) in err
+    assert f"{other}: is an input image" in err
     # masks written into the input folder would replace a PNG input
     err = run_failing(["predict", str(CKPT), str(first), "--out", str(first.parent)], capsys)
     assert "overwritten" in err
@@ -240,7 +240,7 @@ def test_predict_files(predictor: Predictor, tmp_path: Path) -> None:
     out = tmp_path / "out"
     predict_files(predictor, [str(p) for p in paths], out, overlays=True, progress=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MANIFEST, *(f"{k}{suffix}.png" for k in range(4) for suffix in ("", "_overlay"))])
+        [MANIFEST, *(f"{k}{suffix}" for k in range(4) for suffix in (".png", "_overlay.jpg"))])
     for path in paths:
         with Image.open(out / f"{path.stem}.png") as im:
             assert np.array_equal(np.asarray(im) == 255, predictor(path))

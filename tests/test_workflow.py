@@ -102,7 +102,7 @@ def test_reference_commands_work_as_written(tmp_path, data, weights) -> None:
     assert summary["input_size"] == [32, 32]  # the checkpoint's own training size
     assert summary["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows[:-1]]),
                                             abs=1e-6)
-    assert len(list((report / "worst").glob("*.png"))) == 4
+    assert len(list((report / "worst").glob("*.jpg"))) == 4
 
 
 @pytest.mark.parametrize("hd95", ["standard", "medpy", "v2"])
@@ -316,7 +316,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert "dinov3_vits16_pretrain_lvd1689m-08c60483.pth" in printed
     assert (out / "run" / "best.safetensors").is_file()
     assert (out / "test" / "summary.json").is_file()
-    assert len(list((out / "predictions").glob("*_overlay.png"))) == 2
+    assert len(list((out / "predictions").glob("*_overlay.jpg"))) == 2
     # A rerun replaces the earlier demo's folder (marked as the demo's), so `make demo` reruns.
     (out / "predictions" / "stale.png").write_bytes(b"from the first run")
     assert main(["demo", "--out", str(out), "--epochs", "1", "--images", "4", "--size", "32",

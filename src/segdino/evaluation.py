@@ -44,7 +44,7 @@ from segdino.progress import progress_bar
 from segdino.provenance import environment
 from segdino.report import Scores, summarise_rows, write_report
 from segdino.statistics import DEFAULT_RESAMPLES
-from segdino.visualize import caption, figure, save_png
+from segdino.visualize import caption, figure, save_jpeg
 
 EVAL_SIZES = ("native", "input")
 
@@ -186,10 +186,10 @@ def draw_worst(predictor: Predictor, pairs: list[Pair],
         image_path, mask_path = pairs[i]
         image = np.asarray(load_rgb(image_path))
         pred = predictor.decide(to_size(prob, image.shape[:2]))
-        save_png(scored_figure(image, pred, mask_format.read(mask_path), image_path.name,
+        save_jpeg(scored_figure(image, pred, mask_format.read(mask_path), image_path.name,
                                mean, mask_format.num_classes,
                                predictor.model.preprocessing.class_names),
-                 folder / f"{rank:02d}_dice{mean.dice:.3f}_{image_path.stem}.png")
+                 folder / f"{rank:02d}_dice{mean.dice:.3f}_{image_path.stem}.jpg")
 
     run_in_background(draw, enumerate(worst, start=1), workers=2)
 

@@ -51,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/<stem>_prob.png, probabilities scaled to 0-255 "
                         "(for K classes, the chosen class's)")
     parser.add_argument("--overlay", action="store_true",
-                        help="also write DIR/<stem>_overlay.png, the mask drawn on the image")
+                        help="also write DIR/<stem>_overlay.jpg, the mask drawn on the image")
     parser.add_argument("--color", action="store_true",
                         help="also write DIR/<stem>_color.png, the mask in a colour per class")
     parser.add_argument("--uncertainty", action="store_true",

@@ -68,7 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW", "COL"),
                         default=(1.0, 1.0), help="pixel size, for HD95 in millimetres")
     parser.add_argument("--worst", type=int_at_least(0), default=8,
-                        help="overlays of the N worst images")
+                        help="overlays of the N worst images, in REPORT/worst/ as JPEG")
     add_bootstrap(parser)
     add_tta(parser)
     parser.add_argument("--device")

@@ -114,8 +114,18 @@ def _gray_scale(mode: str, values: np.ndarray) -> float:
     return 255
 
 
+def _levels(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)`; a mask of two levels (the usual case) found without sorting its
+    pixels, several times faster on a photograph-sized mask."""
+    low, high = values.min(), values.max()
+    ends = np.count_nonzero(values == low) + np.count_nonzero(values == high)
+    if low == high or ends == values.size:
+        return np.unique([low, high])
+    return np.unique(values)
+
+
 def _from_gray(values: np.ndarray, scale: float, lossy: bool, name: str | Path) -> np.ndarray:
-    levels = np.unique(values)
+    levels = _levels(values)
     # A JPEG of an empty mask can decode to a constant 1: one level in a JPEG is no 0/1 mask.
     if set(levels.tolist()) <= {0, 1} and not (lossy and len(levels) == 1):
         return values == 1

@@ -26,7 +26,7 @@ from segdino.inference.background import in_background
 from segdino.inference.predictor import Predictor, chunks, to_size
 from segdino.inference.uncertainty import REVIEW, disagreement_map, entropy_map, write_review
 from segdino.progress import progress_bar
-from segdino.visualize import colour_mask, figure, save_png
+from segdino.visualize import colour_mask, figure, save_jpeg, save_png
 
 MANIFEST = ".segdino-predict.json"  # in the output folder: the files predict wrote there
 
@@ -90,13 +90,15 @@ def _output_names(stem: Path, probabilities: bool, with_overlay: bool, color: bo
                   uncertainty: tuple[str, ...] = ()) -> dict[str, Path]:
     """The files written for one image whose outputs are `stem` (relative to the output
     folder, no suffix): `mask` `<stem>.png`, and if asked for, `prob` `<stem>_prob.png`,
-    `overlay` `<stem>_overlay.png`, `color` `<stem>_color.png`, and the `uncertainty` maps
-    named (`uncertainty`, `disagreement`: `<stem>_<name>.png`)."""
+    `overlay` `<stem>_overlay.jpg`, `color` `<stem>_color.png`, and the `uncertainty` maps
+    named (`uncertainty`, `disagreement`: `<stem>_<name>.png`); the overlay, a photograph, is
+    a JPEG."""
     wanted = {"mask": True, "prob": probabilities, "overlay": with_overlay, "color": color,
               **dict.fromkeys(uncertainty, True)}
     suffixes = {"mask": "", "prob": "_prob", "overlay": "_overlay", "color": "_color",
                 **{name: f"_{name}" for name in uncertainty}}
-    return {kind: stem.with_name(f"{stem.name}{suffixes[kind]}.png")
+    return {kind: stem.with_name(f"{stem.name}{suffixes[kind]}."
+                                 f"{'jpg' if kind == 'overlay' else 'png'}")
             for kind, on in wanted.items() if on}
 
 
@@ -186,7 +188,7 @@ def predict_files(
 ) -> None:
     """Write `out/<stem>.png` (a 0/255 mask at the image's size; for K classes, its class
     indices 0..K-1) for each image file, and `<stem>_prob.png` (probabilities x 255; for K
-    classes, the chosen class's), `<stem>_overlay.png` and `<stem>_color.png` (the mask in
+    classes, the chosen class's), `<stem>_overlay.jpg` and `<stem>_color.png` (the mask in
     CLASS_COLOURS) if asked; batch by batch, so that only one batch of images is in memory.
     `subfolders` (one per image) puts an image's files in that sub-folder of `out`.
     `uncertainty` adds `<stem>_uncertainty.png` (and for an ensemble `_disagreement.png`),
@@ -235,8 +237,8 @@ def predict_files(
             chosen = full if classes == 1 else full.max(0)
             save_png(np.round(chosen * 255).astype(np.uint8), out / files["prob"])
         if "overlay" in files:
-            save_png(figure(np.asarray(image), pred=mask, num_classes=classes,
-                            title=path.name, class_names=class_names), out / files["overlay"])
+            save_jpeg(figure(np.asarray(image), pred=mask, num_classes=classes,
+                             title=path.name, class_names=class_names), out / files["overlay"])
         if "color" in files:
             save_png(colour_mask(mask), out / files["color"])
         return _write_uncertainty(full, member, files, out, str(path)) if maps else None

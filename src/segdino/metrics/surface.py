@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from segdino.errors import UserError
 from segdino.metrics.overlap import as_masks
@@ -52,10 +52,14 @@ def _without_surface(pred: np.ndarray, truth: np.ndarray, both_empty: float) -> 
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
-    # Foreground pixels that erosion by the 4-connected cross removes, with the outside of
-    # the image as background: exactly MONAI's `binary_erosion(mask) ^ mask` edges, medpy's
-    # `connectivity=1` border and SegDINO v2's `mask - binary_erosion(mask)`.
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+    """Foreground pixels with a background 4-neighbour, the outside of the image counting as
+    background: exactly `mask ^ binary_erosion(mask)` with the 4-connected cross and
+    `border_value=0` (MONAI's edges, medpy's `connectivity=1` border, SegDINO v2's
+    `mask - binary_erosion(mask)`), by shifted copies, several times faster."""
+    inner = np.zeros_like(mask)
+    inner[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+                         & mask[1:-1, :-2] & mask[1:-1, 2:])
+    return mask & ~inner
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
@@ -64,23 +68,38 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
+def _pixels(mask: np.ndarray) -> np.ndarray:
+    """The (row, column) indices of a mask's pixels, N x 2 (`np.argwhere`'s, faster)."""
+    return np.stack(np.divmod(np.flatnonzero(mask), mask.shape[1]), axis=1)
+
+
+def _nearest_distances(points: np.ndarray, targets: np.ndarray,
+                       spacing: tuple[float, float]) -> np.ndarray:
+    """For each of `points` (N x 2 pixel indices), the distance to the nearest of `targets`,
+    computed as `ndimage.distance_transform_edt` computes it from its nearest pixel
+    (`sqrt((dr * sr)**2 + (dc * sc)**2)` in float64), so that the values are the same."""
+    scale = np.asarray(spacing)
+    # unbalanced and not compacted: built in half the time, queried as fast for surfaces
+    tree = cKDTree(targets * scale, balanced_tree=False, compact_nodes=False)
+    _, nearest = tree.query(points * scale)
+    offsets = (targets[nearest] - points).astype(np.float64) * scale
+    return np.sqrt((offsets * offsets).sum(1))
+
+
 def _surface_distances(
     pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances from each surface pixel of `pred` to `truth`'s surface, and back.
 
-    Only the bounding box of both masks is looked at, with the same numbers as the whole
-    image: every surface pixel lies inside it, so the nearest one is found there, and the
-    pixels just outside it are background, as the erosion's `border_value=0` takes them to be.
-    On a Kvasir-sized image the transforms then cover a few percent of the pixels."""
+    The surfaces are found on the bounding box of both masks only (the pixels just outside
+    it are background, as the erosion takes the outside of the image to be), and the nearest
+    surface pixel by a KD-tree of the surface pixels: the cost grows with the surfaces'
+    length, where a distance transform's grows with the box's area (on a Kvasir-sized image,
+    tens of milliseconds)."""
     box = _bounding_box(pred | truth)
-    pred, truth = pred[box], truth[box]
-    pred_surface, truth_surface = _surface(pred), _surface(truth)
-    # The EDT of a surface's complement is, at every pixel, the exact distance to the
-    # nearest surface pixel: the same numbers as MONAI's KD-tree query, in float64.
-    to_truth = ndimage.distance_transform_edt(~truth_surface, sampling=spacing)[pred_surface]
-    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[truth_surface]
-    return to_truth, to_pred
+    pred_points, truth_points = _pixels(_surface(pred[box])), _pixels(_surface(truth[box]))
+    return (_nearest_distances(pred_points, truth_points, spacing),
+            _nearest_distances(truth_points, pred_points, spacing))
 
 
 def hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> float:
