@@ -62,7 +62,9 @@ def oriented(im: Image.Image) -> Image.Image:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """`im` as 8-bit RGB, as OpenCV's IMREAD_COLOR decodes it."""
+    """`im` as 8-bit RGB, as OpenCV's IMREAD_COLOR decodes it (`im` itself if it is)."""
+    if im.mode == "RGB":
+        return im
     if im.mode.startswith("I"):  # I;16, I;16B, I (32-bit): PIL's convert would clip at 255
         wide = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
         return Image.fromarray((wide >> 8).astype(np.uint8), "L").convert("RGB")

@@ -60,7 +60,8 @@ def image_to_tensor(
     """A [3, h, w] float32 tensor: resized to `size` = (h, w) (`resize`, a `RESIZE` name),
     /255, normalised."""
     height, width = size
-    resized = image.convert("RGB").resize((width, height), RESIZE[resize])
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    resized = rgb.resize((width, height), RESIZE[resize])
     x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
     if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
         return (x.float() / 255.0 - _MEAN) / _STD
