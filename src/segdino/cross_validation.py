@@ -39,7 +39,7 @@ from segdino.checkpoints.load import load_segdino
 from segdino.errors import UserError
 from segdino.evaluation import evaluate
 from segdino.inference.predictor import Predictor
-from segdino.inference.uncertainty import entropy_map, finds_bad_cases
+from segdino.inference.uncertainty import SCORE, entropy_map, finds_bad_cases
 from segdino.models.segdino import SegDINO
 from segdino.runtime import keep_freed_memory, pick_device
 from segdino.training.config import TrainConfig
@@ -150,7 +150,7 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
             "temperature": temperature, "pixels": targets_all.numel(),
             "ece_before": expected_calibration_error(logits_all, targets_all),
             "ece_after": expected_calibration_error(logits_all, targets_all, temperature)},
-        "uncertainty": {"score": "mean normalised entropy per image, input size",
+        "uncertainty": {"score": f"{SCORE}, input size",
                         **finds_bad_cases(unsure, dice)},
         "ensemble": ENSEMBLE,
     }

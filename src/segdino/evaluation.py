@@ -2,9 +2,11 @@
 
 By default each prediction is brought back to its image's own size and scored there
 (`--eval-size native`); `--eval-size input` scores at the network's input size, as the
-reference does. HD95 is the standard one unless `--hd95` names another
-(`metrics.HD95_VARIANTS`). Writes the report (`segdino.report`: `metrics.csv`, a row per
-image, then MEAN, SD and MEDIAN rows; `summary.json`, with each mean's bootstrap 95%
+reference does. Each image also gets the uncertainty score that `predict --uncertainty` gives
+it (the mean normalised entropy of its probabilities, at the size scored), and the summary
+how well that score finds the images of low Dice. HD95 is the standard one unless `--hd95`
+names another (`metrics.HD95_VARIANTS`). Writes the report (`segdino.report`: `metrics.csv`,
+a row per image, then MEAN, SD and MEDIAN rows; `summary.json`, with each mean's bootstrap 95%
 confidence interval) and overlays of the worst images.
 
 A model of K >= 2 classes is scored per foreground class (`metrics.class_scores`): the CSV
@@ -38,11 +40,12 @@ from segdino.data.transforms import image_to_tensor, load_rgb
 from segdino.errors import UserError
 from segdino.inference.background import in_background, run_in_background
 from segdino.inference.predictor import Predictor, to_size
+from segdino.inference.uncertainty import entropy_map, summarise_scores
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
 from segdino.progress import progress_bar
 from segdino.provenance import environment
-from segdino.report import Scores, summarise_rows, write_report
+from segdino.report import UNCERTAINTY, Scores, summarise_rows, write_report
 from segdino.statistics import DEFAULT_RESAMPLES
 from segdino.visualize import caption, figure, save_jpeg
 
@@ -107,21 +110,24 @@ def evaluate(
     predicted = ((predictor.probabilities(images), truths, indices)
                  for images, truths, indices in progress_bar(loader, progress, desc="testing"))
     def scored(batch: tuple[torch.Tensor, list[np.ndarray], list[int]]
-               ) -> list[tuple[int, Scores, torch.Tensor]]:
+               ) -> list[tuple[int, Scores, float, torch.Tensor]]:
         done = []
         for prob, truth, i in zip(*batch, strict=True):
             full = to_size(prob, truth.shape) if eval_size == "native" else prob.squeeze(0).numpy()
             pred = predictor.decide(full)
-            done.append((i, metrics.image_scores(pred, truth, classes, hd95, spacing), prob))
+            done.append((i, metrics.image_scores(pred, truth, classes, hd95, spacing),
+                         float(entropy_map(full).mean()), prob))  # predict's review.csv score
         return done
 
     rows: list[tuple[str, Scores]] = []
+    unsure: list[float] = []
     lowest: list[tuple[float, int, Scores, torch.Tensor]] = []  # the `worst` lowest Dice
     started = time.time()
     # Each batch is scored in a thread while the model runs on the next ones.
     for batch in in_background(scored, predicted):
-        for i, scores, prob in batch:
+        for i, scores, uncertainty, prob in batch:
             rows.append((pairs[i][0].name, scores))
+            unsure.append(uncertainty)
             lowest = sorted([*lowest, (_mean_scores(scores).dice, i, scores, prob)])[:worst]
     seconds = time.time() - started
     summary = {
@@ -136,8 +142,9 @@ def evaluate(
            {"num_classes": classes, "class_names": pre.class_names, "class_map": pre.class_map,
             "ignore_index": pre.ignore_index}),
     }
+    summary[UNCERTAINTY] = summarise_scores(unsure, [_mean_scores(s).dice for _, s in rows])
     summary["provenance"] = provenance(predictor)
-    write_report(rows, summary, out_dir)
+    write_report(rows, summary, out_dir, unsure)
     draw_worst(predictor, pairs, [low[1:] for low in lowest], out_dir / "worst", mask_format)
     return summary
 

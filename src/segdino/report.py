@@ -78,6 +78,8 @@ def _labelled(named: list[tuple[str, dict[str, float]]]) -> dict[str, float]:
 
 
 SUMMARY_ROWS = {"MEAN": "mean", "SD": "sd", "MEDIAN": "median"}  # metrics.csv's last rows
+# metrics.csv's per-image uncertainty column (segdino test): no metric, so compare skips it
+UNCERTAINTY = "uncertainty"
 
 
 def _summary_columns(summary: dict, statistic: str) -> dict[str, float]:
@@ -102,9 +104,17 @@ def json_safe(value):
     return value
 
 
-def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path) -> None:
+def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path,
+                 uncertainty: list[float] | None = None) -> None:
+    """`metrics.csv` and `summary.json`; `uncertainty` (a score per image, in the rows'
+    order) adds metrics.csv's last column, its MEAN, SD and MEDIAN from
+    `summary["uncertainty"]`."""
     table = [(image, _columns(scores)) for image, scores in rows]
     table += [(row, _summary_columns(summary, stat)) for row, stat in SUMMARY_ROWS.items()]
+    if uncertainty is not None:
+        column = [*uncertainty, *(summary[UNCERTAINTY][stat] for stat in SUMMARY_ROWS.values())]
+        table = [(name, {**columns, UNCERTAINTY: u})
+                 for (name, columns), u in zip(table, column, strict=True)]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["image", *table[0][1]])
@@ -117,7 +127,8 @@ def write_report(rows: list[tuple[str, Scores]], summary: dict, out_dir: Path) -
 
 def read_images(folder: Path) -> tuple[list[str], dict[str, list[float]]]:
     """A report folder's metrics.csv read back: its metric columns, and each image's values
-    by the image's name (the summary rows at its end left out)."""
+    by the image's name (the summary rows at its end, and the uncertainty column, left
+    out)."""
     path = Path(folder) / "metrics.csv"
     try:
         with open(path, newline="") as f:
@@ -131,6 +142,8 @@ def read_images(folder: Path) -> tuple[list[str], dict[str, list[float]]]:
     header, body = rows[0], rows[1:]
     while body and body[-1][:1] and body[-1][0] in SUMMARY_ROWS:
         body.pop()
+    if header[-1] == UNCERTAINTY:  # what the model thinks of itself: not compared
+        header, body = header[:-1], [row[:-1] for row in body]
     images: dict[str, list[float]] = {}
     for number, row in enumerate(body, start=2):
         try:

@@ -123,17 +123,21 @@ class Predictor:
 
     def member_probabilities(self, images: Sequence[Image.Image]) -> list[list[np.ndarray]]:
         """Each ensemble member's probabilities (as `to_size` gives them) per RGB image, at
-        its size; run in eager PyTorch whatever the engine (the engines run the combined
-        model), so an ensemble's members cost a second pass."""
+        its size, each averaged over `tta`'s views as `probabilities` are; run in eager
+        PyTorch whatever the engine (the engines run the combined model), so an ensemble's
+        members cost a second pass."""
         out = []
         for chunk in chunks(images, self.batch_size):
             batch = torch.stack([self.preprocess(image) for image in chunk]).to(self.device)
-            with torch.no_grad():
-                logits = self.model.member_logits(self.model.features(batch), batch.shape[-2:])
-            probs = [_probabilities(member).cpu() for member in logits]
+            probs = averaged(self._member_view, batch, self.tta)  # (members, B, C, h, w)
             out += [[to_size(p[i], (image.height, image.width)) for p in probs]
                     for i, image in enumerate(chunk)]
         return out
+
+    def _member_view(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.model.member_logits(self.model.features(batch), batch.shape[-2:])
+        return torch.stack([_probabilities(member) for member in logits]).cpu()
 
     def decide(self, prob: np.ndarray) -> np.ndarray:
         """The mask for `to_size`'s probabilities: bool H x W, foreground above the threshold

@@ -5,7 +5,8 @@ class, log K for K) so that 0 is certain and 1 is a coin toss; and for an ensemb
 members' disagreement, the mutual information between the prediction and the member (the
 entropy of the mean minus the mean of the members' entropies, divided the same way): 0 where
 the members agree, whatever they say. Per image: the mean over its pixels, the score by which
-`review.csv` lists the images to check first.
+`review.csv` lists the images to check first, and the `uncertainty` column of `segdino test`'s
+`metrics.csv`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from scipy.stats import mannwhitneyu, spearmanr
 from segdino.atomic import write_text
 
 REVIEW = "review.csv"
+SCORE = "mean normalised entropy per image"  # what an image's uncertainty score is
 
 
 def entropy_map(prob: np.ndarray) -> np.ndarray:
@@ -64,3 +66,12 @@ def finds_bad_cases(scores: Sequence[float], dice: Sequence[float]) -> dict[str,
     u = mannwhitneyu(scores[bad], scores[~bad]).statistic
     return {"spearman": float(spearmanr(scores, dice).statistic),
             "auroc_dice_below_median": float(u / (bad.sum() * (~bad).sum()))}
+
+
+def summarise_scores(scores: Sequence[float], dice: Sequence[float]) -> dict:
+    """A test report's `uncertainty`: the per-image scores' mean, sample SD (n - 1) and
+    median, and how well they find the images of low `dice` (`finds_bad_cases`)."""
+    values = np.asarray(scores, float)
+    return {"score": SCORE, "mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+            "median": float(np.median(values)), **finds_bad_cases(values, dice)}
