@@ -66,6 +66,7 @@ def test_bench_another_decoder(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     report = json.loads(out.read_text())
     assert [r["decoder"] for r in report["inference"]] == ["v2"]
     assert [r["decoder"] for r in report["decoders"]] == ["v2"]
+    assert report["ensembles"] == [] and report["cross_validation"] is None  # not asked for
     assert "decoders (" not in capsys.readouterr().out  # nothing to compare
 
 
@@ -118,6 +119,9 @@ def test_bench_decoders_in_the_order_given(tmp_path: Path) -> None:
     (["--size", "1", "2", "3"], "--size 1 2 3: expected one or two numbers"),
     (["--arch", "vitq"], "unknown backbone architecture 'vitq'"),
     (["--decoder", "v3"], "argument --decoder: invalid choice: 'v3'"),
+    (["--folds", "1"], "--folds 1: expected 0 (not run) or 2 folds or more"),
+    (["--folds", "41"], "argument --folds: '41': expected an integer from 0 to 40"),
+    (["--ensemble", "-1"], "argument --ensemble: '-1': expected an integer >= 0"),
 ])
 def test_bench_errors(flags: list[str], message: str) -> None:
     outcome = run_segdino("bench", *flags)
@@ -157,3 +161,29 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
                                                        abs=0.02)
     printed = capsys.readouterr().out
     assert "end to end: 2 JPEGs" in printed and "predict --overlay" in printed
+
+
+def test_bench_ensembles_and_cross_validation(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--decoder", "v1", "v2", "--size", "32", "--batch-sizes", "1", "2",
+                 "--engines", "fp32", "--repeats", "1", "--warmup", "1", "--train-batch", "0",
+                 "--ensemble", "3", "--folds", "2", "--json", str(out), "--quiet",
+                 "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    rows = report["ensembles"]
+    assert [(r["decoder"], r["batch"]) for r in rows] == [("v1", 1), ("v1", 2), ("v2", 1),
+                                                          ("v2", 2)]
+    for r in rows:
+        assert r["members"] == 3 and r["timed_runs"] == 1  # the model timed had 3 decoders
+        assert r["single_images_per_second"] > 0 and r["ensemble_images_per_second"] > 0
+        assert r["time_ratio"] == pytest.approx(
+            r["single_images_per_second"] / r["ensemble_images_per_second"], abs=0.02)
+    cv = report["cross_validation"]
+    assert (cv["decoder"], cv["folds"], cv["images"], cv["epochs"]) == ("v1", 2, 40, 3)
+    assert cv["single_run_s"] > 0 and cv["cross_validation_s"] > 0
+    assert cv["ratio"] == pytest.approx(cv["cross_validation_s"] / cv["single_run_s"], abs=0.01)
+    printed = capsys.readouterr().out
+    assert "ensembles against one model" in printed and "2-fold cross-validation" in printed
+    assert "fold 1/2" not in printed  # the runs' own printing held back
+

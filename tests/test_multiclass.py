@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES
 from PIL import Image
+from scipy.stats import entropy
 
 from segdino.backbone import load_backbone
 from segdino.checkpoints.format import save_segdino
@@ -337,10 +338,12 @@ def test_train_test_predict_three_classes(tmp_path: Path, data: Path, capsys) ->
     assert "class 1 (warm)" in capsys.readouterr().out
     rows = read_csv(tmp_path / "t" / "metrics.csv")
     metrics = ["dice", "iou", "precision", "recall", "hd95"]
-    assert list(rows[0]) == ["image", *(f"{m}_{c}" for c in ("1", "2", "mean") for m in metrics)]
+    assert list(rows[0]) == ["image", *(f"{m}_{c}" for c in ("1", "2", "mean") for m in metrics),
+                             "uncertainty"]
     assert [r["image"] for r in rows] == ["0000.png", "0001.png", "0002.png",
                                           "MEAN", "SD", "MEDIAN"]
     predictor = Predictor.from_checkpoint(best, device="cpu")
+    fp32 = Predictor.from_checkpoint(best, device="cpu", precision="fp32")  # as test scores
     fmt = MaskFormat(3)
     for (image, mask), row in zip(find_pairs(data / "synth" / "test", mask_format=fmt), rows,
                                   strict=False):
@@ -351,6 +354,9 @@ def test_train_test_predict_three_classes(tmp_path: Path, data: Path, capsys) ->
             assert float(row[f"dice_{c}"]) == pytest.approx(expected, abs=1e-6)
         mean = (float(row["dice_1"]) + float(row["dice_2"])) / 2
         assert float(row["dice_mean"]) == pytest.approx(mean, abs=1e-6)
+        prob = fp32(image, return_probabilities=True)[1]  # 3 x H x W
+        assert float(row["uncertainty"]) == pytest.approx(
+            entropy(prob, base=3, axis=0).mean(), abs=1e-6)
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert list(summary["per_class"]) == ["1", "2"] and "threshold" not in summary
     assert summary["class_names"] == ["background", "warm", "cold"]

@@ -72,11 +72,16 @@ def kvasir_like_dataset(folder: Path, n: int, seed: int = 0) -> Path:
     return split
 
 
-def random_checkpoint(folder: Path, arch: str, decoder: str, size: tuple[int, int]) -> Path:
-    """A checkpoint of a model with a random backbone (saved beside it) and decoder."""
+def random_backbone(folder: Path, arch: str) -> Path:
+    """Weights of a randomly initialised `arch` backbone, saved as a user's would be."""
     weights = folder / f"{arch}_random.pth"
     torch.save(build_backbone(arch).state_dict(), weights)
-    model = SegDINO(load_backbone(weights), decoder=decoder)
+    return weights
+
+
+def random_checkpoint(folder: Path, arch: str, decoder: str, size: tuple[int, int]) -> Path:
+    """A checkpoint of a model with a random backbone (saved beside it) and decoder."""
+    model = SegDINO(load_backbone(random_backbone(folder, arch)), decoder=decoder)
     model.preprocessing.input_size = size
     path = folder / "random.safetensors"
     save_segdino(model, path)

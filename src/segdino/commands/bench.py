@@ -1,5 +1,7 @@
 """`segdino bench`: inference and training speed, engine by engine and decoder by decoder
-(`segdino.benchmark`, `segdino.bench_report`)."""
+(`segdino.benchmark`, `segdino.bench_report`), and on request the commands around the model
+(`segdino.benchmark_end_to_end`) and ensembles and cross-validation
+(`segdino.benchmark_evidence`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from segdino.argtypes import int_at_least, positive_float
+from segdino.argtypes import int_at_least, int_between, positive_float
 from segdino.atomic import write_text
 from segdino.backbone import build_backbone
 from segdino.backbone.factory import resolve_arch
@@ -24,6 +26,13 @@ from segdino.bench_report import (
 )
 from segdino.benchmark import DEFAULT_ENGINES, FORMAT, bench_inference, bench_training, parse_engine
 from segdino.benchmark_end_to_end import bench_end_to_end, format_end_to_end
+from segdino.benchmark_evidence import (
+    CV_EPOCHS,
+    CV_IMAGES,
+    bench_cross_validation,
+    bench_ensemble,
+    format_evidence,
+)
 from segdino.commands.flags import add_progress, default_workers
 from segdino.errors import UserError
 from segdino.inference.engines import ENGINES
@@ -82,6 +91,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         f"(batch {COMMAND_BATCH}, as the commands; 0: not run; default 0)")
     parser.add_argument("--end-to-end-rounds", type=int_at_least(1), default=2, metavar="R",
                         help="the end-to-end timings' fastest of R rounds (default 2)")
+    parser.add_argument("--ensemble", type=int_at_least(0), default=0, metavar="K",
+                        help="also time a K-member ensemble of each decoder against one model "
+                        "of it, on the same backbone (eager fp32, the forward pass alone, at "
+                        "--batch-sizes; 0: not run; default 0)")
+    parser.add_argument("--folds", type=int_between(0, CV_IMAGES), default=0, metavar="K",
+                        help="also time K-fold cross-validation against one training run, "
+                        f"both with the feature cache, on {CV_IMAGES} generated images of "
+                        f"--size, {CV_EPOCHS} epochs, the first decoder named (0: not run; "
+                        "default 0)")
     parser.add_argument("--json", metavar="FILE", type=report_path,
                         help="also write the results as JSON (a new file, or an earlier report)")
     parser.add_argument("--device", metavar="D", type=pick_device,
@@ -92,6 +110,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         raise UserError(f"--size {' '.join(map(str, args.size))}: expected one or two numbers")
+    if args.folds == 1:
+        raise UserError("--folds 1: expected 0 (not run) or 2 folds or more")
     size = (args.size[0], args.size[-1])
     device = pick_device() if args.device is None else args.device
     arch = args.arch
@@ -105,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     engines = args.engines or [parse_engine(e) for e in DEFAULT_ENGINES]
     torch.manual_seed(0)
     backbone = build_backbone(arch)  # one for all: only the decoder differs
-    inference, training, skipped, parameters = [], [], [], {}
+    inference, training, skipped, parameters, ensembles = [], [], [], {}, []
     for name in decoders:
         torch.manual_seed(0)
         model = SegDINO(backbone, decoder=name).to(device).eval()
@@ -118,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
             progress(f"{name}: training, batch {args.train_batch}")
             training += bench_training(model, device, args.train_batch, size, args.warmup,
                                        args.repeats, args.budget)
+        if args.ensemble:
+            ensembles += bench_ensemble(model, args.ensemble, device, args.batch_sizes, size,
+                                        args.warmup, args.repeats, args.budget, progress)
         del model
     compared = compare_decoders(inference, training, parameters)
     end_to_end, load_s, workers = [], 0.0, default_workers()
@@ -125,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         end_to_end, load_s = bench_end_to_end(args.end_to_end, arch, decoders[0], size,
                                               COMMAND_BATCH, workers, device,
                                               args.end_to_end_rounds, progress)
+    cv = (bench_cross_validation(args.folds, arch, decoders[0], size, device, workers, progress)
+          if args.folds else None)
     print(header)
     print(format_table(inference, training, default_label, skipped))
     if len(decoders) > 1:
@@ -133,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     if end_to_end:
         print()
         print(format_end_to_end(end_to_end, load_s, COMMAND_BATCH, workers))
+    if ensembles or cv:
+        print()
+        print(format_evidence(cv, ensembles, size))
     if args.json:
         report = {
             "format": FORMAT, "arch": arch, "size": list(size),
@@ -147,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
             "end_to_end": [asdict(r) for r in end_to_end],
             **({"end_to_end_load_s": round(load_s, 2), "end_to_end_workers": workers}
                if end_to_end else {}),
+            "ensembles": [asdict(r) for r in ensembles],
+            "cross_validation": None if cv is None else asdict(cv),
         }
         write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0
