@@ -152,8 +152,8 @@ def format_evidence(cv: CrossValidationRow | None, ensembles: list[EnsembleRow],
         lines += [f"cross-validation against one run ({cv.images} generated images about "
                   f"{size[0]} x {size[1]}, decoder {cv.decoder}, {cv.epochs} epochs, batch "
                   f"{cv.batch}, features cached; target <= {CV_TARGET}x)",
-                  f"{'run':<22}{'seconds':>9}{'x single':>10}",
-                  f"{'single run':<22}{cv.single_run_s:>9.2f}{1:>10.2f}",
-                  f"{f'{cv.folds}-fold cross-validation':<22}{cv.cross_validation_s:>9.2f}"
+                  f"{'run':<26}{'seconds':>9}{'x single':>10}",
+                  f"{'single run':<26}{cv.single_run_s:>9.2f}{1:>10.2f}",
+                  f"{f'{cv.folds}-fold cross-validation':<26}{cv.cross_validation_s:>9.2f}"
                   f"{cv.ratio:>10.2f}"]
     return "\n".join(lines)
