@@ -26,7 +26,7 @@ from segdino.errors import UserError
 from segdino.evaluation import evaluate
 from segdino.inference.predictor import Predictor
 from segdino.models.segdino import SegDINO
-from segdino.visualize import save_jpeg
+from segdino.picture_files import save_jpeg
 
 pytest.importorskip("gradio", reason="segdino[app] is not installed")
 from gradio_client import Client, handle_file  # noqa: E402

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from segdino.data.dataset import SegmentationDataset
+from segdino.picture_files import save_jpeg, save_png
 from segdino.training.config import TrainConfig
 from segdino.training.curves import BEST_COLOUR, best_epoch, save_curves
 from segdino.training.validation import _tile
@@ -29,7 +30,6 @@ from segdino.visualize import (
     grid,
     legend,
     overlay,
-    save_png,
 )
 
 MUCOSA_PINK = (230, 140, 150)  # a typical colonoscopy mucosa
@@ -260,3 +260,24 @@ def test_best_epoch_is_the_first_of_the_highest_val_dice() -> None:
                {"epoch": 3, "val_dice": 0.7}, {"epoch": 4, "val_dice": 0.6}]
     assert best_epoch(history) == (2, 0.7)
     assert best_epoch([{"train_loss": 1.0}]) is None
+
+
+def test_save_jpeg_keeps_thin_outlines_in_their_colour(tmp_path) -> None:
+    """A figure is written as a JPEG with colour at full resolution: a 2-pixel yellow outline
+    on mucosa pink reads back within a few levels of yellow (4:2:0 subsampling, PIL's
+    default, would blur its colour over the neighbouring pixels)."""
+    image = np.full((64, 64, 3), MUCOSA_PINK, np.uint8)
+    drawn = overlay(image, pred=square(16, 16, 48, 48))
+    save_jpeg(drawn, tmp_path / "f.jpg")
+    with Image.open(tmp_path / "f.jpg") as im:
+        assert im.format == "JPEG" and im.mode == "RGB"
+        assert im.layer[0][1:3] == im.layer[1][1:3]  # luma and chroma sampled alike: 4:4:4
+        back = np.asarray(im).astype(int)
+    Image.fromarray(drawn).save(tmp_path / "default.jpg", quality=90)  # 4:2:0
+    with Image.open(tmp_path / "default.jpg") as im:
+        subsampled = np.asarray(im).astype(int)
+    (tmp_path / "default.jpg").unlink()
+    error = np.abs(back[16:18, 20:44] - PRED_COLOUR).mean()
+    assert error < 6 and error < np.abs(subsampled[16:18, 20:44] - PRED_COLOUR).mean()
+    assert np.abs(back - drawn).mean() < 2
+    assert [p.name for p in tmp_path.iterdir()] == ["f.jpg"]  # no temporary file left

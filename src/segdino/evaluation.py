@@ -43,11 +43,12 @@ from segdino.inference.predictor import Predictor, to_size
 from segdino.inference.uncertainty import entropy_map, summarise_scores
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
+from segdino.picture_files import save_jpeg
 from segdino.progress import progress_bar
 from segdino.provenance import environment
 from segdino.report import UNCERTAINTY, Scores, summarise_rows, write_report
 from segdino.statistics import DEFAULT_RESAMPLES
-from segdino.visualize import caption, figure, save_jpeg
+from segdino.visualize import caption, figure
 
 EVAL_SIZES = ("native", "input")
 

@@ -1,22 +1,16 @@
-"""Pictures for people: prediction/truth overlays with their legend, tile grids, and the
-JPEG and PNG files they are written to.
+"""Pictures for people: prediction/truth overlays with their legend, figures, tile grids.
 
 Colours are Okabe-Ito's, told apart with any common colour blindness and visible on pink
 mucosa (where the former magenta was not): the prediction is yellow (a translucent fill plus
 an outline), the truth a blue outline drawn on top, and where the two outlines coincide they
 are white, so an exact prediction shows as one white line. Outlines are OUTLINE_PER_PX of
 the image's longest side thick (at least MIN_OUTLINE_PX), so they show on a 1000-pixel photo
-and a 256-pixel tile alike. Every file is written atomically.
+and a 256-pixel tile alike.
 
 `figure` is what a person is shown: the overlay at most MAX_SIDE pixels on its longest side
 (larger overlays only take longer to write and to open) and at least MIN_SIDE (so that the
 text fits), with a strip above it naming the image, its scores and what each colour means.
-Figures are photographs with a drawing on them and are written as JPEG (`save_jpeg`, quality
-90, colour not subsampled so thin outlines keep it): on 1024-pixel overlays of Kvasir-sized
-JPEGs that took 4 ms where PNG took 52 ms even at light compression, for files a seventh the
-size. Masks, maps and plots are PNG (`save_png`), with light compression (PNG_COMPRESS_LEVEL,
-zlib's run-length strategy): zlib's default level took 1.3 to 2 times as long, and a mask
-compresses to a third the size with run lengths.
+Figures are written as JPEG and masks as PNG (`segdino.picture_files`).
 
 Class-index maps (K >= 2 classes) use one colour per class, CLASS_COLOURS: black for the
 background (class 0), then the Okabe-Ito colours, then the PASCAL VOC palette. In overlays
@@ -27,15 +21,13 @@ class drawn.
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
-from segdino.atomic import atomic_path
+from segdino.picture_files import as_uint8
 
 PRED_COLOUR = (240, 228, 66)  # Okabe-Ito yellow
 TRUTH_COLOUR = (0, 114, 178)  # Okabe-Ito blue
@@ -45,8 +37,6 @@ MIN_OUTLINE_PX = 2
 OUTLINE_PER_PX = 1 / 250  # of the longest side: 4 px on a 1000-pixel image
 MAX_SIDE = 1024
 MIN_SIDE = 320
-PNG_COMPRESS_LEVEL = 2
-JPEG_QUALITY = 90
 GAP_PX = 4
 BACKGROUND = 255  # white between grid tiles
 STRIP_BACKGROUND = (32, 32, 32)  # dark, so the yellow, blue and white swatches all show
@@ -264,30 +254,6 @@ def colour_mask(labels: np.ndarray) -> np.ndarray:
     return CLASS_COLOURS[np.asarray(labels, dtype=np.intp)]
 
 
-def _as_uint8(array: np.ndarray) -> np.ndarray:
-    """A boolean mask as 0/255; uint8 as it is."""
-    if array.dtype == bool:
-        return np.where(array, 255, 0).astype(np.uint8)
-    if array.dtype != np.uint8:
-        raise ValueError(f"array of dtype {array.dtype}: expected uint8 or bool")
-    return array
-
-
-def save_jpeg(picture: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an H x W x 3 uint8 picture (a `figure`: a photo with drawing on it) as a JPEG of
-    JPEG_QUALITY, colour at full resolution so that thin outlines keep their colour."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-
-
-def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an H x W (grayscale; bool becomes 0/255) or H x W x 3 (RGB) array as a PNG."""
-    image = Image.fromarray(_as_uint8(array))
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL,
-                   compress_type=zlib.Z_RLE)
-
-
 def grid(
     tiles: list[np.ndarray], columns: int = 4, tile_size: tuple[int, int] | None = None
 ) -> np.ndarray:
@@ -307,7 +273,7 @@ def grid(
         np.uint8,
     )
     for k, tile in enumerate(tiles):
-        im = Image.fromarray(_as_uint8(tile)).convert("RGB")
+        im = Image.fromarray(as_uint8(tile)).convert("RGB")
         scale = min(height / im.height, width / im.width)
         if scale != 1:
             size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))

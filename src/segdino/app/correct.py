@@ -19,7 +19,8 @@ from segdino.data.images import open_image
 from segdino.data.transforms import load_rgb
 from segdino.errors import UserError
 from segdino.inference.predictor import Predictor
-from segdino.visualize import PRED_COLOUR, save_png
+from segdino.picture_files import save_png
+from segdino.visualize import PRED_COLOUR
 
 PAINT_ALPHA = 128  # the mask layer's opacity in the editor: the image shows through
 REPLACE = "Replace an existing mask of this name"

@@ -21,7 +21,8 @@ from segdino.errors import UserError
 from segdino.inference.predict_files import find_inputs
 from segdino.inference.predictor import Predictor
 from segdino.inference.uncertainty import entropy_map
-from segdino.visualize import figure, fitted, save_png
+from segdino.picture_files import save_png
+from segdino.visualize import figure, fitted
 
 HEAT_MAP = colormaps["viridis"]  # perceptually even, and readable with colour blindness
 

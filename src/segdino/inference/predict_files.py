@@ -25,8 +25,9 @@ from segdino.errors import UserError
 from segdino.inference.background import in_background
 from segdino.inference.predictor import Predictor, chunks, to_size
 from segdino.inference.uncertainty import REVIEW, disagreement_map, entropy_map, write_review
+from segdino.picture_files import save_jpeg, save_png
 from segdino.progress import progress_bar
-from segdino.visualize import colour_mask, figure, save_jpeg, save_png
+from segdino.visualize import colour_mask, figure
 
 MANIFEST = ".segdino-predict.json"  # in the output folder: the files predict wrote there
 

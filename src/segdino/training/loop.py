@@ -30,6 +30,7 @@ from segdino.data.holdout import holdout
 from segdino.errors import UserError
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
+from segdino.picture_files import save_png
 from segdino.progress import format_interval, progress_bar
 from segdino.runtime import autocast, batches, keep_freed_memory, pick_device, quiet_worker
 from segdino.training.config import TrainConfig
@@ -47,7 +48,7 @@ from segdino.training.run_folder import (
     save_state,
 )
 from segdino.training.validation import batch_dice, validate
-from segdino.visualize import grid, save_png
+from segdino.visualize import grid
 
 
 def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
