@@ -30,15 +30,14 @@ from segdino.data.holdout import holdout
 from segdino.errors import UserError
 from segdino.models.preprocessing import Preprocessing
 from segdino.models.segdino import SegDINO
-from segdino.picture_files import save_png
 from segdino.progress import format_interval, progress_bar
 from segdino.runtime import autocast, batches, keep_freed_memory, pick_device, quiet_worker
 from segdino.training.config import TrainConfig
-from segdino.training.curves import save_curves
 from segdino.training.distributed import Ranks, cache_name, init_distributed, reduce_means
 from segdino.training.feature_cache import build_cache
 from segdino.training.loss import compute_loss
 from segdino.training.metric_log import MetricLog, summary_writer_class
+from segdino.training.pictures import RunPictures
 from segdino.training.run_folder import (
     check_not_foreign,
     read_state,
@@ -48,7 +47,6 @@ from segdino.training.run_folder import (
     save_state,
 )
 from segdino.training.validation import batch_dice, validate
-from segdino.visualize import grid
 
 
 def split_pairs(cfg: TrainConfig) -> tuple[list, list, bool]:
@@ -170,7 +168,8 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         val_pairs: list, held_out: bool, device: torch.device, ranks: Ranks, progress: bool,
         caches: tuple | None = None) -> Path:
     """The epochs of a run whose folder is checked and locked, from `state` if not None;
-    `caches` (train, val), when given, are the pairs' cached features (cross-validation's)."""
+    `caches` (train, val), when given, are the pairs' cached features (cross-validation's,
+    whose folds draw their pictures once, at their end: `segdino.training.pictures`)."""
     if ranks.main:
         announce(cfg, model, run_dir, len(train_pairs), len(val_pairs), device, ranks)
         # Written on resume too: a longer --epochs, a moved --dino-ckpt are the run's now.
@@ -217,6 +216,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         history, best, start = json.loads(state["history"]), state["best"], state["epoch"] + 1
     steps_per_epoch = math.ceil(len(sampler) / (cfg.batch_size // ranks.world))
     log = MetricLog(run_dir, cfg.log if ranks.main else None, steps_per_epoch, start)
+    pictures = RunPictures(run_dir, val_set, cfg, every_epoch=caches is None)
     if ranks.main:
         if state is not None:
             print(f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
@@ -266,9 +266,9 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
 
         train_means = reduce_means({"train_loss": loss_sum / seen, "train_dice": dice_sum / seen},
                                    seen, ranks)
-        val, tiles = {}, []
+        val, shown = {}, []
         if val_pairs:
-            val, tiles = validate(step_module, val_loader, val_set, cfg, device)
+            val, shown = validate(step_module, val_loader, val_set, cfg, device)
             val = reduce_means(val, len(val_share), ranks)
             check_finite(val["val_loss"], epoch, "validation loss", cfg)
         # The last step's update shows in no loss yet: weights gone nan or inf show here.
@@ -286,15 +286,15 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         if improved:
             best = val.get("val_dice", best)
             save_segdino(model, run_dir / "best.safetensors", cfg.dino_ckpt, extra)
-        if tiles and improved:
-            save_png(grid(tiles), run_dir / "val_overlays.png")
         log.epoch(history, steps)  # before state.pt: a rerun epoch replaces these records
-        save_curves(history, run_dir / "curves.png", title=run_dir.name)
+        pictures.epoch(history, shown if improved else [])
         save_state(run_dir / "state.pt", model, optimizer, epoch, history, best)
         record_checkpoints(run_dir)
         eta = (time.time() - run_started) / (epoch + 1 - start) * (cfg.epochs - epoch - 1)
         log.report(row, cfg.epochs, bool(val) and improved, eta)
     log.close()
+    if ranks.main:
+        pictures.close(history)
     if ranks.world > 1:
         dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
     return run_dir
