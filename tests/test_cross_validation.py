@@ -16,7 +16,10 @@ from conftest import FIXTURES
 from segdino.backbone.formats import read_tensors
 from segdino.checkpoints.load import load_segdino
 from segdino.commands import main
+from segdino.data.dataset import find_pairs
 from segdino.data.synthetic import make_synthetic_dataset
+from segdino.evaluation import evaluate
+from segdino.inference.predictor import Predictor
 from segdino.models.segdino import SegDINO
 from segdino.training.folds import assign_folds, fold_pairs
 
@@ -82,6 +85,15 @@ def test_two_fold_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
             Path(i).name for i in folds["folds"][k - 1])
         held = json.loads((fold / "heldout" / "summary.json").read_text())
         assert summary["folds"][k - 1]["dice"] == held["dice"]
+        # scored from the cached (float16) features: as segdino test scores the fold's model
+        names = set((fold / "val_list.txt").read_text().split())
+        pairs = [p for split in ("train", "val")
+                 for p in find_pairs(tmp_path / "data" / "synth" / split) if p[0].name in names]
+        predictor = Predictor(load_segdino(fold / "best.safetensors"), "cpu", 4, "fp32")
+        tested = evaluate(predictor, pairs, tmp_path / f"tested{k}", worst=0, num_workers=0,
+                          progress=False)
+        for m in ("dice", "iou"):
+            assert held[m] == pytest.approx(tested[m], abs=2e-3)
     for m in ("dice", "iou"):
         values = [r[m] for r in summary["folds"]]
         assert summary["mean"][m] == pytest.approx(sum(values) / 2)

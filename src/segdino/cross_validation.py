@@ -10,8 +10,10 @@ its own, in `RUN/fold<k>/`, a usual run folder (`val_list.txt` lists its held-ou
 A resumed run (`--resume RUN`) skips finished folds and continues an interrupted one.
 
 Then each fold's best model is scored on its held-out images at their own size, as `segdino
-test` scores (`RUN/fold<k>/heldout/`), and `RUN/cv_summary.json` gathers Dice, IoU and HD95
-per fold with their mean and sample SD over the folds. A temperature is fitted on the
+test` scores (`RUN/fold<k>/heldout/`), from its probabilities on the cached features (the
+backbone does not run again; the fold was validated on the same features), and
+`RUN/cv_summary.json` gathers Dice, IoU and HD95 per fold with their mean and sample SD over
+the folds. A temperature is fitted on the
 out-of-fold logits at the input size (every 4th pixel of every 4th row, enough for one
 number) and written into `RUN/ensemble.safetensors`, the K fold models combined; the
 summary gives the pixel-level ECE before and after, and how well each image's uncertainty
@@ -122,21 +124,22 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
     for k, checkpoint in enumerate(checkpoints):
         model = load_segdino(checkpoint, base.backbone).to(device).eval()
         held = held_out[k]
-        summary = evaluate(Predictor(model, device, cfg.batch_size, "fp32"), held,
-                           checkpoint.parent / "heldout", worst=4,
-                           num_workers=cfg.num_workers, progress=progress)
-        dice += image_dice(checkpoint.parent / "heldout" / "metrics.csv", len(held))
-        rows.append({"fold": k + 1, "images": len(held),
-                     **{m: summary[m] for m in SCORED}})
         loader = DataLoader(CacheSubset(cache, [index[p[0]] for p in held], plain=True),
                             batch_size=cfg.batch_size)
+        probs = []  # each held-out image's, at the input size, from the cached features
         with torch.no_grad():
             for features, masks, _ in loader:
                 out = model.decode(features.to(device), (cfg.input_h, cfg.input_w)).float()
-                probs = torch.sigmoid(out[:, 0]) if out.shape[1] == 1 else out.softmax(1)
-                unsure += [float(entropy_map(p.cpu().numpy()).mean()) for p in probs]
+                probs += list((torch.sigmoid(out) if out.shape[1] == 1 else out.softmax(1)).cpu())
                 logits.append(out[..., ::PIXEL_STRIDE, ::PIXEL_STRIDE].cpu())
                 targets.append(masks[..., ::PIXEL_STRIDE, ::PIXEL_STRIDE])
+        unsure += [float(entropy_map(p.squeeze(0).numpy()).mean()) for p in probs]
+        summary = evaluate(Predictor(model, device, cfg.batch_size, "fp32"), held,
+                           checkpoint.parent / "heldout", worst=4,
+                           num_workers=cfg.num_workers, progress=progress, probabilities=probs)
+        dice += image_dice(checkpoint.parent / "heldout" / "metrics.csv", len(held))
+        rows.append({"fold": k + 1, "images": len(held),
+                     **{m: summary[m] for m in SCORED}})
     logits_all, targets_all = torch.cat(logits), torch.cat(targets)
     temperature = fit_temperature(logits_all, targets_all)
     ensemble = combine(checkpoints, base.backbone)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,13 @@ EVAL_SIZES = ("native", "input")
 
 
 class EvalImages(Dataset):
-    """(image at the input size, truth mask at the scoring size, index), decoded in workers."""
+    """(image at the input size, truth mask at the scoring size, index), decoded in workers;
+    without `images`, an empty tensor for the image (its probabilities are known already)."""
 
     def __init__(self, pairs: list[Pair], pre: Preprocessing, eval_size: str,
-                 mask_format: MaskFormat) -> None:
+                 mask_format: MaskFormat, images: bool = True) -> None:
         self.pairs, self.pre, self.eval_size = pairs, pre, eval_size
-        self.mask_format = mask_format
+        self.mask_format, self.images = mask_format, images
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -70,6 +72,8 @@ class EvalImages(Dataset):
         pre = self.pre
         if self.eval_size == "input":
             truth = self.mask_format.resize(truth, pre.input_size)
+        if not self.images:
+            return torch.empty(0), truth, i
         image = image_to_tensor(load_rgb(image_path), pre.input_size, pre.mean, pre.std,
                                 pre.resize)
         return image, truth, i
@@ -98,17 +102,22 @@ def evaluate(
     progress: bool = True,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    probabilities: Sequence[torch.Tensor] | None = None,
 ) -> dict:
     """Score `predictor` on `pairs`; write the report into `out_dir`; return the summary
-    (its confidence intervals from `resamples` bootstrap resamples drawn from `seed`)."""
+    (its confidence intervals from `resamples` bootstrap resamples drawn from `seed`).
+    `probabilities`, when given, are the pairs' (C, h, w) at the input size, computed
+    already (cross-validation's, from its feature cache): the images are not run again."""
     model = predictor.model
     pre, classes = model.preprocessing, model.num_classes
     mask_format = truth_format(model)
-    loader = DataLoader(EvalImages(pairs, pre, eval_size, mask_format),
+    images_needed = probabilities is None
+    loader = DataLoader(EvalImages(pairs, pre, eval_size, mask_format, images_needed),
                         batch_size=predictor.batch_size, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=predictor.device.type == "cuda")
 
-    predicted = ((predictor.probabilities(images), truths, indices)
+    predicted = ((predictor.probabilities(images) if images_needed
+                  else torch.stack([probabilities[i] for i in indices]), truths, indices)
                  for images, truths, indices in progress_bar(loader, progress, desc="testing"))
     def scored(batch: tuple[torch.Tensor, list[np.ndarray], list[int]]
                ) -> list[tuple[int, Scores, float, torch.Tensor]]:
