@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,26 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
         assert r["images"] == 2
         assert r["fraction_of_model"] == pytest.approx(model_s[r["precision"]] / r["seconds"],
                                                        abs=0.02)
+    # each pipeline's ceiling: the model's time over the model's plus its stages' CPU work
+    # spread over the cores, by hand from the report's own numbers
+    report = json.loads(out.read_text())
+    stages = report["end_to_end_stage_ms"]
+    assert set(stages) == {"decode", "input", "truth", "score", "mask", "overlay"}
+    assert all(ms > 0 for ms in stages.values())
+    paid = {"test": ("decode", "input", "truth", "score"),
+            "predict --overlay": ("decode", "input", "mask", "overlay"),
+            "predict": ("decode", "input", "mask")}
+    cores = len(os.sched_getaffinity(0))
+    for r in rows:
+        if r["pipeline"] == "model only":
+            assert r["ceiling"] is None
+            continue
+        model_ms = 1000 * model_s[r["precision"]] / 2
+        work = sum(stages[s] for s in paid[r["pipeline"]]) / cores
+        assert r["ceiling"] == pytest.approx(model_ms / (model_ms + work), abs=0.01)
     printed = capsys.readouterr().out
     assert "end to end: 2 JPEGs" in printed and "predict --overlay" in printed
+    assert "CPU work per image outside the model" in printed
 
 
 def test_bench_ensembles_and_cross_validation(tmp_path: Path,

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from segdino.backbone import build_backbone, load_backbone
+from segdino.benchmark_stages import STAGE_NAMES, ceilings, stage_costs
 from segdino.checkpoints.format import save_segdino
 from segdino.data.dataset import find_pairs
 from segdino.data.synthetic import sample_pair
@@ -54,6 +55,7 @@ class EndToEndRow:
     seconds: float
     images_per_second: float
     fraction_of_model: float  # of "model only" at the same precision
+    ceiling: float | None  # the most its CPU work outside the model allows (benchmark_stages)
 
 
 def kvasir_like_dataset(folder: Path, n: int, seed: int = 0) -> Path:
@@ -116,10 +118,11 @@ def bench_end_to_end(
     device: torch.device,
     rounds: int = 2,
     progress: Callable[[str], None] = print,
-) -> tuple[list[EndToEndRow], float]:
+) -> tuple[list[EndToEndRow], float, dict[str, float]]:
     """The rows (model only, then each pipeline, per precision), each the fastest of
-    `rounds`, and the seconds one load of the checkpoint took; everything is made and
-    written in a temporary folder."""
+    `rounds`; the seconds one load of the checkpoint took; the milliseconds per image of
+    each stage outside the model (`benchmark_stages`). Everything is made and written in a
+    temporary folder."""
     with tempfile.TemporaryDirectory(prefix="segdino-bench-") as tmp:
         root = Path(tmp)
         progress(f"end to end: generating {n} JPEGs")
@@ -155,19 +158,31 @@ def bench_end_to_end(
                 for name, seconds in times.items():
                     key = (predictor.precision, name)
                     best[key] = min(best.get(key, seconds), seconds)
+        progress("end to end: each stage's CPU work")
+        costs = stage_costs(predictors[TEST_PRECISION], pairs)
+        model_ms = {name: 1000 * best[precision, "model only"] / n
+                    for precision, name in best if name != "model only"}
+        ceiling = ceilings(costs, model_ms)
         rows = [EndToEndRow(name, precision, n, round(seconds, 4), round(n / seconds, 2),
-                            round(best[precision, "model only"] / seconds, 2))
+                            round(best[precision, "model only"] / seconds, 2), ceiling.get(name))
                 for (precision, name), seconds in best.items()]
-    return rows, load_s
+    return rows, load_s, costs
 
 
-def format_end_to_end(rows: list[EndToEndRow], load_s: float, batch: int, workers: int) -> str:
-    """The printed end-to-end table, and what it counts."""
+def format_end_to_end(rows: list[EndToEndRow], load_s: float, costs: dict[str, float],
+                      batch: int, workers: int) -> str:
+    """The printed end-to-end table, what it counts, and the stages' CPU work."""
     n = rows[0].images
     lines = [f"end to end: {n} JPEGs of {SMALLEST[0]} x {SMALLEST[1]} to {LARGEST[0]} x "
              f"{LARGEST[1]}, batch {batch}, {workers} worker(s)",
-             f"{'pipeline':<20}{'precision':>10}{'seconds':>9}{'img/s':>9}{'x model':>9}"]
+             f"{'pipeline':<20}{'precision':>10}{'seconds':>9}{'img/s':>9}{'x model':>9}"
+             f"{'ceiling':>9}"]
     lines += [f"{r.pipeline:<20}{r.precision:>10}{r.seconds:>9.2f}{r.images_per_second:>9.2f}"
-              f"{r.fraction_of_model:>9.2f}" for r in rows]
+              f"{r.fraction_of_model:>9.2f}{'' if r.ceiling is None else f'{r.ceiling:.2f}':>9}"
+              for r in rows]
     lines.append(f"(loading the checkpoint, once per command, not counted: {load_s:.1f} s)")
+    lines.append("CPU work per image outside the model, one thread, ms: " + ", ".join(
+        f"{STAGE_NAMES[stage]} {ms:.1f}" for stage, ms in costs.items()))
+    lines.append("(ceiling: the model's time over the model's plus that work spread over "
+                 "the cores; no overlap does better)")
     return "\n".join(lines)

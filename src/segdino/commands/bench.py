@@ -143,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
                                         args.warmup, args.repeats, args.budget, progress)
         del model
     compared = compare_decoders(inference, training, parameters)
-    end_to_end, load_s, workers = [], 0.0, default_workers()
+    end_to_end, load_s, costs, workers = [], 0.0, {}, default_workers()
     if args.end_to_end:  # with the first decoder named
-        end_to_end, load_s = bench_end_to_end(args.end_to_end, arch, decoders[0], size,
-                                              COMMAND_BATCH, workers, device,
-                                              args.end_to_end_rounds, progress)
+        end_to_end, load_s, costs = bench_end_to_end(
+            args.end_to_end, arch, decoders[0], size, COMMAND_BATCH, workers, device,
+            args.end_to_end_rounds, progress)
     cv = (bench_cross_validation(args.folds, arch, decoders[0], size, device, workers, progress)
           if args.folds else None)
     print(header)
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_decoders(compared))
     if end_to_end:
         print()
-        print(format_end_to_end(end_to_end, load_s, COMMAND_BATCH, workers))
+        print(format_end_to_end(end_to_end, load_s, costs, COMMAND_BATCH, workers))
     if ensembles or cv:
         print()
         print(format_evidence(cv, ensembles, size))
@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
             "skipped": skipped,
             "decoders": [asdict(r) for r in compared],
             "end_to_end": [asdict(r) for r in end_to_end],
-            **({"end_to_end_load_s": round(load_s, 2), "end_to_end_workers": workers}
+            **({"end_to_end_load_s": round(load_s, 2), "end_to_end_workers": workers,
+                "end_to_end_stage_ms": costs}
                if end_to_end else {}),
             "ensembles": [asdict(r) for r in ensembles],
             "cross_validation": None if cv is None else asdict(cv),
