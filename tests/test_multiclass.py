@@ -326,7 +326,7 @@ def test_train_test_predict_three_classes(tmp_path: Path, data: Path, capsys) ->
     assert config["num_classes"] == 3 and config["loss"] == "ce+dice"
     history = read_csv(run / "metrics.csv")
     assert len(history) == 2 and all(0 <= float(r["val_dice"]) <= 1 for r in history)
-    assert (run / "val_overlays.png").is_file()
+    assert (run / "val_overlays.jpg").is_file()
     best = run / "best.safetensors"
     model = load_segdino(best)
     assert model.num_classes == 3

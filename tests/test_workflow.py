@@ -81,7 +81,7 @@ def test_reference_commands_work_as_written(tmp_path, data, weights) -> None:
     assert result.returncode == 0, result.stderr
     assert "--repo-dir is not needed" in result.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
-    for name in ("config.json", "metrics.csv", "curves.png", "val_overlays.png",
+    for name in ("config.json", "metrics.csv", "curves.png", "val_overlays.jpg",
                  "best.safetensors", "last.safetensors", "state.pt"):
         assert (run_dir / name).is_file(), name
     assert len(read_csv(run_dir / "metrics.csv")) == 1

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     print()
     print(f"test (synthetic data, random backbone): {format_summary(summary)}")
-    print(f"  training run:   {run_dir}  (metrics.csv, curves.png, val_overlays.png, "
+    print(f"  training run:   {run_dir}  (metrics.csv, curves.png, val_overlays.jpg, "
           "best.safetensors)")
     print(f"  test report:    {out / 'test'}  (metrics.csv, summary.json, worst/)")
     print(f"  predictions:    {out / 'predictions'}")

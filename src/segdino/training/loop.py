@@ -1,7 +1,7 @@
 """The training loop of `segdino train`: fit the decoder, the backbone frozen. Read top to bottom.
 
 A run folder holds all a run makes: `config.json`, `metrics.csv`, `curves.png`,
-`val_overlays.png`, `best.safetensors` (best validation Dice; never chosen on test),
+`val_overlays.jpg`, `best.safetensors` (best validation Dice; never chosen on test),
 `last.safetensors` and `state.pt` for `--resume`. Every epoch reseeds the RNGs from (seed,
 epoch): a run resumed from its last finished epoch ends with the weights it would have had.
 """

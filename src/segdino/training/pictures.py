@@ -1,4 +1,4 @@
-"""A run's pictures: `curves.png` (`segdino.training.curves`) and `val_overlays.png` (the
+"""A run's pictures: `curves.png` (`segdino.training.curves`) and `val_overlays.jpg` (the
 best epoch's first validation images, `validation.overlay_grid`).
 
 A run draws them after every epoch (the overlays after every epoch that improves), so that
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segdino.data.dataset import SegmentationDataset
-from segdino.picture_files import save_png
+from segdino.picture_files import save_jpeg
 from segdino.training.config import TrainConfig
 from segdino.training.curves import save_curves
 from segdino.training.validation import Shown, overlay_grid
@@ -38,8 +38,8 @@ class RunPictures:
 
     def _draw(self, history: list[dict]) -> None:
         if self.best:
-            save_png(overlay_grid(self.val_set, self.best, self.cfg),
-                     self.run_dir / "val_overlays.png")
+            save_jpeg(overlay_grid(self.val_set, self.best, self.cfg),
+                     self.run_dir / "val_overlays.jpg")
             self.best = []
         if history:
             save_curves(history, self.run_dir / "curves.png", title=self.run_dir.name)

@@ -62,7 +62,7 @@ def validate(step: TrainingStep, loader: DataLoader, images: SegmentationDataset
 
 def overlay_grid(images: SegmentationDataset, shown: list[Shown], cfg: TrainConfig
                  ) -> np.ndarray:
-    """`val_overlays.png`: the tiles of `validate`'s first images (`images` holds them, for
+    """`val_overlays.jpg`: the tiles of `validate`'s first images (`images` holds them, for
     when the pass ran on cached features)."""
     return grid([_tile(images, i, pred, truth, cfg, scores) for i, pred, truth, scores in shown])
 
