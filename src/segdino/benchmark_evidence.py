@@ -8,8 +8,8 @@ the feature cache (trained on train/, validated on val/, as a fold of 5 is), bot
 epochs at the training batch size's default. Each is timed from the images on disk to the
 finished run folder, as the command runs it: cross-validation's scoring of the held-out
 folds, temperature fit and ensemble included; after an untimed one-epoch run, which pays
-what only a process's first run pays (imports, the first allocations: seconds). Target: at
-most 2x the single run.
+what only a process's first run pays (imports, the first allocations: seconds). Each is the
+fastest of two rounds, run in turn. Target: at most 2x the single run.
 
 Ensemble: for each decoder, a K-member ensemble of it on the bench's backbone against one
 model of it: the forward pass alone (eager float32) at the bench's input size and batch
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -70,10 +71,11 @@ class EnsembleRow:
 
 
 def bench_cross_validation(k: int, arch: str, decoder: str, size: tuple[int, int],
-                           device: torch.device, workers: int,
+                           device: torch.device, workers: int, rounds: int = 2,
                            progress: Callable[[str], None] = print) -> CrossValidationRow:
-    """K-fold cross-validation against one cached run; everything in a temporary folder,
-    the runs' own printing held back."""
+    """K-fold cross-validation against one cached run, each the fastest of `rounds` (in
+    turn, so that a busy spell of a shared machine hits both); everything in a temporary
+    folder, the runs' own printing held back."""
     with tempfile.TemporaryDirectory(prefix="segdino-bench-") as tmp:
         root = Path(tmp)
         progress(f"cross-validation: generating {CV_IMAGES} images")
@@ -86,20 +88,20 @@ def bench_cross_validation(k: int, arch: str, decoder: str, size: tuple[int, int
             "input_w": size[1], "epochs": CV_EPOCHS, "decoder": decoder,
             "cache_features": True, "num_workers": workers, "device": str(device),
             "save_root": str(root / "runs")}))
-        runs = {"warm-up": lambda: train(replace(cfg, name="warm-up", epochs=1),
-                                         progress=False),
-                "single run": lambda: train(replace(cfg, name="single"), progress=False),
-                f"{k}-fold": lambda: cross_validate(replace(cfg, folds=k, name="cv"),
-                                                    progress=False)}
-        seconds = []
-        for name, run in runs.items():
-            progress(f"cross-validation: {name}")
-            started = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                run()
-            seconds.append(time.perf_counter() - started)
-        seconds = seconds[1:]  # the warm-up paid the first run's imports and set-up
-        folds = len(json.loads((root / "runs" / "cv" / SUMMARY).read_text())["folds"])
+        with contextlib.redirect_stdout(io.StringIO()):  # the warm-up pays a first run's set-up
+            train(replace(cfg, name="warm-up", epochs=1), progress=False)
+        runs = {"single run": lambda r: train(replace(cfg, name=f"single{r}"), progress=False),
+                f"{k}-fold": lambda r: cross_validate(replace(cfg, folds=k, name=f"cv{r}"),
+                                                      progress=False)}
+        seconds = [math.inf, math.inf]  # each the fastest of its rounds, run in turn
+        for r in range(rounds):
+            for i, (name, run) in enumerate(runs.items()):
+                progress(f"cross-validation, round {r + 1}: {name}")
+                started = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    run(r)
+                seconds[i] = min(seconds[i], time.perf_counter() - started)
+        folds = len(json.loads((root / "runs" / "cv0" / SUMMARY).read_text())["folds"])
     return CrossValidationRow(decoder, folds, CV_IMAGES, CV_EPOCHS, cfg.batch_size,
                               round(seconds[0], 2), round(seconds[1], 2),
                               round(seconds[1] / seconds[0], 2))

@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         end_to_end, load_s, costs = bench_end_to_end(
             args.end_to_end, arch, decoders[0], size, COMMAND_BATCH, workers, device,
             args.end_to_end_rounds, progress)
-    cv = (bench_cross_validation(args.folds, arch, decoders[0], size, device, workers, progress)
+    cv = (bench_cross_validation(args.folds, arch, decoders[0], size, device, workers,
+                                 progress=progress)
           if args.folds else None)
     print(header)
     print(format_table(inference, training, default_label, skipped))
