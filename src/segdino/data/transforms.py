@@ -47,7 +47,7 @@ def load_rgb(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
 
 def _mask_image(mask: np.ndarray) -> Image.Image:
     """A boolean (or 0/nonzero) H x W array as a 0/255 grayscale image."""
-    return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L")
+    return Image.fromarray((np.asarray(mask) != 0).view(np.uint8) * np.uint8(255), "L")
 
 
 def image_to_tensor(
