@@ -3,9 +3,9 @@
 import sys
 
 try:
-    from segdino.commands import main
+    from segdino.commands import cli
 except KeyboardInterrupt:  # Ctrl-C before `main` can catch it
     print("segdino: interrupted", file=sys.stderr)
     sys.exit(130)
 
-sys.exit(main())
+cli()

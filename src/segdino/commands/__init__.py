@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -104,6 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # at any moment: the command's import, parsing or work
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def cli() -> None:
+    """The `segdino` console script and `python -m segdino`: `main`, then exit with its code."""
+    code = main()
+    if code == 130:
+        # A Ctrl-C that lands in code an extension module runs through PyRun_String (as
+        # `import torch` does) sets CPython's "unhandled KeyboardInterrupt" flag though `main`
+        # handled it, and the interpreter would end by killing itself with SIGINT (exit -2,
+        # not 130). Everything was unwound on the way to `main`: leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 def _main(argv: list[str]) -> int:
