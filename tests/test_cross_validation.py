@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FIXTURES
+from PIL import Image
 
 from segdino.backbone.formats import read_tensors
 from segdino.checkpoints.load import load_segdino
@@ -81,6 +82,7 @@ def test_two_fold_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
         fold = run / f"fold{k}"
         assert {"best.safetensors", "last.safetensors", "metrics.csv", "config.json"} <= {
             p.name for p in fold.iterdir()}
+        assert not (fold / "curves.png").exists()  # drawn once, for all folds: cv_curves.png
         assert sorted((fold / "val_list.txt").read_text().split()) == sorted(
             Path(i).name for i in folds["folds"][k - 1])
         held = json.loads((fold / "heldout" / "summary.json").read_text())
@@ -99,6 +101,8 @@ def test_two_fold_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
         assert summary["mean"][m] == pytest.approx(sum(values) / 2)
         assert summary["sd"][m] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
     assert set(summary["uncertainty"]) == {"score", "spearman", "auroc_dice_below_median"}
+    with Image.open(run / "cv_curves.png") as im:
+        assert im.format == "PNG" and im.size == (1000, 400)
     calibration = summary["calibration"]
     assert calibration["ece_after"] <= calibration["ece_before"] + 1e-9
     ensemble = load_segdino(run / "ensemble.safetensors")

@@ -12,7 +12,7 @@ from PIL import Image
 from segdino.data.dataset import SegmentationDataset
 from segdino.picture_files import save_jpeg, save_png
 from segdino.training.config import TrainConfig
-from segdino.training.curves import BEST_COLOUR, best_epoch, save_curves
+from segdino.training.curves import BEST_COLOUR, best_epoch, save_curves, save_fold_curves
 from segdino.training.validation import _tile
 from segdino.visualize import (
     BOTH_COLOUR,
@@ -253,6 +253,24 @@ def test_save_curves(tmp_path, history) -> None:
 
 
 BEST_COLOUR_RGB = tuple(int(BEST_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
+FOLD_COLOURS = ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C))  # matplotlib's C0-C2
+
+
+def test_save_fold_curves_draws_each_fold_in_its_colour(tmp_path) -> None:
+    folds = [[{"epoch": e, "train_loss": a / e, "val_loss": 1.1 * a / e,
+               "val_dice": 0.2 * a + e / 20} for e in range(1, 6)] for a in (1.0, 1.5)]
+    save_fold_curves(folds, tmp_path / "cv_curves.png", title="cv")
+    with Image.open(tmp_path / "cv_curves.png") as im:
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    width = pixels.shape[1]
+
+    def drawn(colour: tuple[int, int, int], half: slice) -> int:
+        return int((np.abs(pixels[:, half] - colour).sum(-1) < 30).sum())
+
+    loss, score = slice(0, width // 2), slice(width // 2, width)
+    for colour in FOLD_COLOURS[:2]:  # two folds: two colours, in both panels
+        assert drawn(colour, loss) > 200 and drawn(colour, score) > 200
+    assert drawn(FOLD_COLOURS[2], loss) + drawn(FOLD_COLOURS[2], score) == 0
 
 
 def test_best_epoch_is_the_first_of_the_highest_val_dice() -> None:

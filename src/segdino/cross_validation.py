@@ -6,7 +6,8 @@ The pool is `train/` plus `val/` when present; `segdino.training.folds` deals it
 folds (recorded in `RUN/folds.json`). The backbone runs once per image for all folds: one
 feature cache of the pool (`--cache-views` views), which each fold reads through the indices
 of its images. Fold k trains on the other folds and validates (choosing its best epoch) on
-its own, in `RUN/fold<k>/`, a usual run folder (`val_list.txt` lists its held-out images).
+its own, in `RUN/fold<k>/`, a usual run folder (`val_list.txt` lists its held-out images)
+but for its pictures: `RUN/cv_curves.png` draws every fold's curves side by side.
 A resumed run (`--resume RUN`) skips finished folds and continues an interrupted one.
 
 Then each fold's best model is scored on its held-out images at their own size, as `segdino
@@ -45,6 +46,7 @@ from segdino.inference.uncertainty import SCORE, entropy_map, finds_bad_cases
 from segdino.models.segdino import SegDINO
 from segdino.runtime import keep_freed_memory, pick_device
 from segdino.training.config import TrainConfig
+from segdino.training.curves import save_fold_curves
 from segdino.training.distributed import init_distributed
 from segdino.training.feature_cache import CacheSubset, FeatureCache, build_cache
 from segdino.training.folds import fold_pairs, recorded_folds
@@ -53,6 +55,7 @@ from segdino.training.run_folder import check_not_foreign, read_state, run_lock
 
 SUMMARY = "cv_summary.json"
 ENSEMBLE = "ensemble.safetensors"
+CURVES = "cv_curves.png"
 SCORED = ("dice", "iou", "hd95")
 PIXEL_STRIDE = 4  # out-of-fold pixels kept for the temperature fit, per row and column
 
@@ -159,6 +162,8 @@ def summarise(cfg: TrainConfig, base: SegDINO, run_dir: Path, held_out: list[lis
     }
     # HD95 is nan where every held-out image of a fold has empty masks: null in JSON
     write_text(run_dir / SUMMARY, json.dumps(result, indent=2).replace("NaN", "null") + "\n")
+    save_fold_curves([json.loads(read_state(c.parent, True, False)["history"])
+                      for c in checkpoints], run_dir / CURVES, title=run_dir.name)
     mean, sd, cal = result["mean"], result["sd"], result["calibration"]
     print("out of fold: " + ", ".join(f"{m} {mean[m]:.4f} +- {sd[m]:.4f}" for m in SCORED)
           + f"; temperature {temperature:.3f} (pixel ECE {cal['ece_before']:.4f} -> "

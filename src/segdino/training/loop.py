@@ -169,7 +169,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         caches: tuple | None = None) -> Path:
     """The epochs of a run whose folder is checked and locked, from `state` if not None;
     `caches` (train, val), when given, are the pairs' cached features (cross-validation's,
-    whose folds draw their pictures once, at their end: `segdino.training.pictures`)."""
+    whose folds draw no pictures: `segdino.training.pictures`)."""
     if ranks.main:
         announce(cfg, model, run_dir, len(train_pairs), len(val_pairs), device, ranks)
         # Written on resume too: a longer --epochs, a moved --dino-ckpt are the run's now.
@@ -216,7 +216,7 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         history, best, start = json.loads(state["history"]), state["best"], state["epoch"] + 1
     steps_per_epoch = math.ceil(len(sampler) / (cfg.batch_size // ranks.world))
     log = MetricLog(run_dir, cfg.log if ranks.main else None, steps_per_epoch, start)
-    pictures = RunPictures(run_dir, val_set, cfg, every_epoch=caches is None)
+    pictures = RunPictures(run_dir, val_set, cfg, drawn=caches is None)
     if ranks.main:
         if state is not None:
             print(f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
@@ -293,8 +293,6 @@ def fit(cfg: TrainConfig, model: SegDINO, run_dir: Path, state: dict | None, tra
         eta = (time.time() - run_started) / (epoch + 1 - start) * (cfg.epochs - epoch - 1)
         log.report(row, cfg.epochs, bool(val) and improved, eta)
     log.close()
-    if ranks.main:
-        pictures.close(history)
     if ranks.world > 1:
         dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
     return run_dir
