@@ -29,6 +29,7 @@ from segdino.data.masks import IGNORE_INDEX, IGNORED, MaskFormat
 from segdino.data.synthetic import make_synthetic_dataset
 from segdino.data.transforms import Augment
 from segdino.errors import UserError
+from segdino.evaluation import evaluate
 from segdino.inference.predictor import Predictor
 from segdino.metrics import class_scores, mean_scores, summarise_classes
 from segdino.models.preprocessing import Preprocessing
@@ -436,3 +437,24 @@ def test_class_errors_at_the_command_line(tmp_path: Path, data: Path, random_k3:
     err = error_of(capsys, ["test", "--ckpt", str(random_k3), "--data-dir", str(data), "--dataset",
                             "synth", "--num-classes", "2", "--save-root", str(tmp_path)])
     assert "--num-classes 2" in err and "3 class(es)" in err
+
+
+def test_three_class_cross_validation(tmp_path: Path, data: Path) -> None:
+    """K-class folds are scored from the cache as `segdino test` scores their models."""
+    assert main(["train", "--data-dir", str(data), "--dataset", "synth", "--dino-ckpt",
+                 str(TINY), "--num-classes", "3", "--loss", "ce", "--input-h", "32",
+                 "--input-w", "32", "--epochs", "2", "--batch-size", "4", "--num-workers", "0",
+                 "--device", "cpu", "--save-root", str(tmp_path), "--name", "cv", "--folds",
+                 "2", "--no-progress"]) == 0
+    run = tmp_path / "cv"
+    summary = json.loads((run / "cv_summary.json").read_text())
+    for k, fold in enumerate(summary["folds"], start=1):
+        names = set((run / f"fold{k}" / "val_list.txt").read_text().split())
+        pairs = [p for split in ("train", "val")
+                 for p in find_pairs(data / "synth" / split, mask_format=MaskFormat(3))
+                 if p[0].name in names]
+        model = load_segdino(run / f"fold{k}" / "best.safetensors")
+        tested = evaluate(Predictor(model, "cpu", 4, "fp32"), pairs, tmp_path / f"t{k}",
+                          worst=0, num_workers=0, progress=False)
+        assert fold["dice"] == pytest.approx(tested["dice"], abs=2e-3)
+    assert (run / "cv_curves.png").is_file()
