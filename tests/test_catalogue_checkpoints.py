@@ -191,8 +191,8 @@ FILES: dict[str, Callable[[Maker], Path]] = {
     "missing": lambda m: m.root / "missing.pth",
     # backbone weights given explicitly
     "other_weights": lambda m: m.weights("other.pth", perturbed(m.backbone)),
-    "swiglu_weights": lambda m: m.weights("swiglu.pth", torch.load(
-        FIXTURES / "dinov3" / "tiny_swiglu.pth", weights_only=True)),
+    "swiglu_weights": lambda m: m.weights(
+        "swiglu.pth", torch.load(FIXTURES / "dinov3" / "tiny_swiglu.pth", weights_only=True)),
     "nan_weights": lambda m: m.weights("nan.pth", with_value(m.backbone, "cls_token",
                                                              float("nan"))),
     "random_weights": lambda m: m.raw("weights/random.pth", np.random.default_rng(2).bytes(999)),

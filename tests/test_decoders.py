@@ -102,8 +102,8 @@ def test_features_then_decode_is_forward(tiny_backbone, decoder: str, size) -> N
 def test_reference_layout_round_trip(tmp_path, decoder: str) -> None:
     model, io, _ = _fixture(decoder)
     save_reference(model, tmp_path / "ref.pth")
-    original = torch.load(FIXTURES / "segdino" / f"{FIXTURE[decoder]}.pth",
-                          weights_only=True)
+    fixture = FIXTURES / "segdino" / f"{FIXTURE[decoder]}.pth"
+    original = torch.load(fixture, weights_only=True)
     written = torch.load(tmp_path / "ref.pth", weights_only=True)
     assert written.keys() == original.keys()
     assert all(torch.equal(written[k], original[k]) for k in original)
