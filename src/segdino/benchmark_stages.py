@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import segdino.metrics as metrics
 from segdino.data.dataset import Pair
 from segdino.data.transforms import load_rgb
-from segdino.evaluation import truth_format
+from segdino.evaluation import score_image, truth_format
 from segdino.inference.predictor import Predictor, to_size
-from segdino.inference.uncertainty import entropy_map
 from segdino.picture_files import save_jpeg, save_png
 from segdino.visualize import figure
 
@@ -50,32 +48,28 @@ def stage_costs(predictor: Predictor, pairs: list[Pair]) -> dict[str, float]:
         spent[stage] += time.perf_counter() - started
         return result
 
+    def mask(prob: torch.Tensor, size: tuple[int, int], path: Path) -> np.ndarray:
+        pred = predictor.decide(to_size(prob, size))
+        save_png(pred, path)
+        return pred
+
     threads = torch.get_num_threads()
     mask_format = truth_format(predictor.model)
-    with tempfile.TemporaryDirectory(prefix="segdino-bench-") as tmp:
-        for image_path, mask_path in pairs:
-            image = timed("decode", lambda p=image_path: load_rgb(p))
-            x = timed("input", lambda im=image: predictor.preprocess(im))
-            prob = predictor.probabilities(x[None])[0]  # the model: not counted
-            torch.set_num_threads(1)
-            truth = timed("truth", lambda p=mask_path: mask_format.read(p))
-
-            def score(prob: torch.Tensor = prob, truth: np.ndarray = truth) -> None:
-                full = to_size(prob, truth.shape)
-                metrics.image_scores(predictor.decide(full), truth, predictor.model.num_classes,
-                                     "standard", (1.0, 1.0))
-                entropy_map(full).mean()
-
-            def mask(prob: torch.Tensor = prob, size: tuple[int, int] = truth.shape) -> object:
-                pred = predictor.decide(to_size(prob, size))
-                save_png(pred, Path(tmp) / "mask.png")
-                return pred
-
-            timed("score", score)
-            pred = timed("mask", mask)
-            timed("overlay", lambda im=image, p=pred, name=image_path.name: save_jpeg(
-                figure(np.asarray(im), pred=p, title=name), Path(tmp) / "overlay.jpg"))
-            torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # the model too (not counted): torch's resizes run on one thread
+    try:
+        with tempfile.TemporaryDirectory(prefix="segdino-bench-") as tmp:
+            for image_path, mask_path in pairs:
+                image = timed("decode", lambda p=image_path: load_rgb(p))
+                x = timed("input", lambda im=image: predictor.preprocess(im))
+                prob = predictor.probabilities(x[None])[0]
+                truth = timed("truth", lambda p=mask_path: mask_format.read(p))
+                timed("score", lambda p=prob, t=truth: score_image(predictor, p, t))
+                pred = timed("mask", lambda p=prob, t=truth: mask(p, t.shape,
+                                                                  Path(tmp) / "mask.png"))
+                timed("overlay", lambda im=image, p=pred, name=image_path.name: save_jpeg(
+                    figure(np.asarray(im), pred=p, title=name), Path(tmp) / "overlay.jpg"))
+    finally:
+        torch.set_num_threads(threads)
     return {stage: round(1000 * s / len(pairs), 1) for stage, s in spent.items()}
 
 

@@ -14,11 +14,11 @@ Then each fold's best model is scored on its held-out images at their own size, 
 test` scores (`RUN/fold<k>/heldout/`), from its probabilities on the cached features (the
 backbone does not run again; the fold was validated on the same features), and
 `RUN/cv_summary.json` gathers Dice, IoU and HD95 per fold with their mean and sample SD over
-the folds. A temperature is fitted on the
-out-of-fold logits at the input size (every 4th pixel of every 4th row, enough for one
-number) and written into `RUN/ensemble.safetensors`, the K fold models combined; the
-summary gives the pixel-level ECE before and after, and how well each image's uncertainty
-(its mean entropy, out of fold) finds the images of low Dice (Spearman correlation, AUROC).
+the folds. A temperature is fitted on the out-of-fold logits at the input size (every 4th
+pixel of every 4th row, enough for one number) and written into `RUN/ensemble.safetensors`,
+the K fold models combined; the summary gives the pixel-level ECE before and after, and how
+well each image's uncertainty (its mean entropy, out of fold) finds the images of low Dice
+(Spearman correlation, AUROC).
 """
 
 from __future__ import annotations

@@ -121,13 +121,8 @@ def evaluate(
                  for images, truths, indices in progress_bar(loader, progress, desc="testing"))
     def scored(batch: tuple[torch.Tensor, list[np.ndarray], list[int]]
                ) -> list[tuple[int, Scores, float, torch.Tensor]]:
-        done = []
-        for prob, truth, i in zip(*batch, strict=True):
-            full = to_size(prob, truth.shape) if eval_size == "native" else prob.squeeze(0).numpy()
-            pred = predictor.decide(full)
-            done.append((i, metrics.image_scores(pred, truth, classes, hd95, spacing),
-                         float(entropy_map(full).mean()), prob))  # predict's review.csv score
-        return done
+        return [(i, *score_image(predictor, prob, truth, eval_size, hd95, spacing), prob)
+                for prob, truth, i in zip(*batch, strict=True)]
 
     rows: list[tuple[str, Scores]] = []
     unsure: list[float] = []
@@ -157,6 +152,17 @@ def evaluate(
     write_report(rows, summary, out_dir, unsure)
     draw_worst(predictor, pairs, [low[1:] for low in lowest], out_dir / "worst", mask_format)
     return summary
+
+
+def score_image(predictor: Predictor, prob: torch.Tensor, truth: np.ndarray,
+                eval_size: str = "native", hd95: str = "standard",
+                spacing: tuple[float, float] = (1.0, 1.0)) -> tuple[Scores, float]:
+    """One image's scores and uncertainty (predict's review.csv score) from its (C, h, w)
+    probabilities at the input size and its truth mask at the scoring size."""
+    full = to_size(prob, truth.shape) if eval_size == "native" else prob.squeeze(0).numpy()
+    scores = metrics.image_scores(predictor.decide(full), truth, predictor.model.num_classes,
+                                  hd95, spacing)
+    return scores, float(entropy_map(full).mean())
 
 
 def provenance(predictor: Predictor) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
+from segdino.metrics.surface import bounding_box
 from segdino.picture_files import as_uint8
 
 PRED_COLOUR = (240, 228, 66)  # Okabe-Ito yellow
@@ -70,9 +71,7 @@ def _outline(mask: np.ndarray, thickness: int) -> np.ndarray:
     Eroded on the mask's bounding box only: outside it all is background, as outside the
     image, so the result is the same and a small mask on a large image costs little."""
     edge = np.zeros_like(mask)
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size:
-        box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    if (box := bounding_box(mask)) is not None:
         edge[box] = mask[box] & ~binary_erosion(mask[box], iterations=thickness,
                                                 border_value=0)
     return edge

@@ -17,6 +17,7 @@ from PIL import Image, ImageEnhance
 
 from segdino.data.images import open_image, to_rgb
 from segdino.errors import UserError
+from segdino.picture_files import as_uint8
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,7 +48,7 @@ def load_rgb(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
 
 def _mask_image(mask: np.ndarray) -> Image.Image:
     """A boolean (or 0/nonzero) H x W array as a 0/255 grayscale image."""
-    return Image.fromarray((np.asarray(mask) != 0).view(np.uint8) * np.uint8(255), "L")
+    return Image.fromarray(as_uint8(np.asarray(mask) != 0), "L")
 
 
 def image_to_tensor(

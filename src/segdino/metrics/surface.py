@@ -62,9 +62,11 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
-    """The rows and columns of a non-empty mask's foreground, as slices."""
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns of a mask's foreground, as slices; None when it is empty."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not rows.size:
+        return None
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
@@ -96,7 +98,7 @@ def _surface_distances(
     surface pixel by a KD-tree of the surface pixels: the cost grows with the surfaces'
     length, where a distance transform's grows with the box's area (on a Kvasir-sized image,
     tens of milliseconds)."""
-    box = _bounding_box(pred | truth)
+    box = bounding_box(pred | truth)  # not None: neither mask is empty
     pred_points, truth_points = _pixels(_surface(pred[box])), _pixels(_surface(truth[box]))
     return (_nearest_distances(pred_points, truth_points, spacing),
             _nearest_distances(truth_points, pred_points, spacing))
