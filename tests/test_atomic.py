@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -58,3 +60,30 @@ def test_a_folder_under_a_file_cannot_be_written(tmp_path) -> None:
     check_writable_folder(tmp_path / "new" / "deeper", "--out")  # to be made: fine
     check_writable_file(tmp_path / "file", "--out")  # an existing file may be replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing made
+
+
+FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from segdino.errors import UserError
+from segdino.picture_files import save_jpeg, save_png
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails or falls short
+resource.setrlimit(resource.RLIMIT_FSIZE, (5000, 5000))
+picture = np.random.default_rng(0).integers(0, 256, (80, 80, 3), np.uint8)  # about 9 kB
+for save, name in ((save_jpeg, "a.jpg"), (save_png, "a.png")):
+    try:
+        save(picture, f"{sys.argv[1]}/{name}")
+    except UserError as exc:
+        print(exc)
+"""
+
+
+def test_a_picture_that_does_not_fit_is_one_line_and_no_file(tmp_path) -> None:
+    """Where the disk takes only part of a write (a file-size limit stands in for a nearly full
+    disk), the picture is refused, never left truncated under its name: PIL's encoders,
+    writing to a file's descriptor, ignored the short write and kept a broken JPEG."""
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"{tmp_path / name}: cannot write (File too large)"
+                                        for name in ("a.jpg", "a.png")]
+    assert list(tmp_path.iterdir()) == []

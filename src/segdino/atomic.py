@@ -67,6 +67,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a binary file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def folder_problem(folder: Path) -> str | None:
     """Why files cannot be written in `folder` (existing or to be made), or None. Nothing
     is created."""

@@ -10,13 +10,14 @@ compresses to a third the size with run lengths.
 
 from __future__ import annotations
 
+import io
 import os
 import zlib
 
 import numpy as np
 from PIL import Image
 
-from segdino.atomic import atomic_path
+from segdino.atomic import write_bytes
 
 PNG_COMPRESS_LEVEL = 2
 JPEG_QUALITY = 90
@@ -31,16 +32,23 @@ def as_uint8(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def write_image(image: Image.Image, path: str | os.PathLike, **params: object) -> None:
+    """Write `image` to `path` atomically, encoded by PIL with `params` (`format=`, ...).
+    Encoded in memory first: given a file, PIL's encoders write to its descriptor and ignore
+    a short write, so a nearly full disk left a truncated JPEG under the final name."""
+    encoded = io.BytesIO()
+    image.save(encoded, **params)
+    write_bytes(path, encoded.getvalue())
+
+
 def save_jpeg(picture: np.ndarray, path: str | os.PathLike) -> None:
     """Write an H x W x 3 uint8 picture (a `figure`: a photo with drawing on it) as a JPEG of
     JPEG_QUALITY, colour at full resolution so that thin outlines keep their colour."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    write_image(Image.fromarray(picture), path, format="JPEG", quality=JPEG_QUALITY,
+                subsampling=0)
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
     """Write an H x W (grayscale; bool becomes 0/255) or H x W x 3 (RGB) array as a PNG."""
-    image = Image.fromarray(as_uint8(array))
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL,
-                   compress_type=zlib.Z_RLE)
+    write_image(Image.fromarray(as_uint8(array)), path, format="PNG",
+                compress_level=PNG_COMPRESS_LEVEL, compress_type=zlib.Z_RLE)

@@ -3,9 +3,10 @@ cross-validation's `cv_curves.png`, its folds' side by side."""
 
 from __future__ import annotations
 
+import io
 import os
 
-from segdino.atomic import atomic_path
+from segdino.atomic import write_bytes
 
 BEST_COLOUR = "#D55E00"  # Okabe-Ito vermilion: apart from matplotlib's blue/orange/green lines
 
@@ -55,8 +56,9 @@ def _save(fig, path: str | os.PathLike) -> None:
         if ax.has_data():
             ax.legend()
     fig.axes[1].set_ylim(0, 1)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    encoded = io.BytesIO()  # in memory first: see picture_files.write_image
+    fig.savefig(encoded, format="png")
+    write_bytes(path, encoded.getvalue())
 
 
 def _marker(epochs: list[int]) -> str | None:

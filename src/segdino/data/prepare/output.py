@@ -31,6 +31,7 @@ from segdino.data.files import check_pair, raise_problems, read_mask
 from segdino.data.prepare.plan import Pair, Plan
 from segdino.data.prepare.source import Source
 from segdino.errors import UserError
+from segdino.picture_files import write_image
 from segdino.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
@@ -229,8 +230,7 @@ def _write_pair(pair: Pair, split_dir: Path) -> None:
             shutil.copyfile(image, tmp)
     if not mask_out.exists():
         binary = read_mask(mask)
-        with atomic_path(mask_out) as tmp:
-            Image.fromarray(binary.astype(np.uint8) * 255).save(tmp, format="PNG")
+        write_image(Image.fromarray(binary.astype(np.uint8) * 255), mask_out, format="PNG")
 
 
 def _remove_leftovers(out: Path) -> None:
